@@ -1,0 +1,104 @@
+"""Profiles, parameter checks and failure reporting of the papermill pipeline."""
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from synaptic_geometry import pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_every_notebook_is_a_chapter_of_the_book():
+    on_disk = sorted(p.stem for p in (REPO / "notebooks").glob("*.md"))
+    assert sorted(pipeline.chapters(REPO)) == on_disk
+
+
+@pytest.mark.parametrize("chapter", pipeline.chapters(REPO))
+@pytest.mark.parametrize("profile", pipeline.PROFILES)
+def test_profiles_only_set_declared_parameters(chapter, profile):
+    params = pipeline.load_profile(chapter, profile)
+    assert params["profile"] == profile
+    pipeline.check_parameters(chapter, params, REPO)  # raises on an unknown name
+
+
+@pytest.mark.parametrize("chapter", pipeline.chapters(REPO))
+def test_parameters_cell_holds_the_default_profile(chapter):
+    declared = pipeline.notebook_parameters(chapter, REPO)
+    assert declared["profile"] == "default"
+    for name, value in pipeline.load_profile(chapter, "default").items():
+        assert declared[name] == value, f"{chapter}: parameters cell has {name}={declared[name]!r}, default profile {value!r}"
+
+
+def test_unknown_profile_lists_the_valid_ones():
+    with pytest.raises(pipeline.PipelineError, match="valid profiles: tiny, default, paper"):
+        pipeline.load_profile("mirror_descent", "huge")
+
+
+def test_unknown_parameter_lists_the_valid_ones():
+    with pytest.raises(pipeline.PipelineError, match=r"unknown parameter\(s\) widht .*valid: .*width"):
+        pipeline.check_parameters("mirror_descent", {"widht": 3}, REPO)
+
+
+def test_unknown_chapter_is_refused():
+    with pytest.raises(pipeline.PipelineError, match="unknown chapter 'nope'"):
+        pipeline.execute("nope", "tiny", root=REPO)
+
+
+def _scratch_project(tmp_path, monkeypatch, body: str) -> Path:
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "_config.yml").write_text("title: scratch\n")
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: book/executed/broken\n")
+    header = "---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
+    header += "kernelspec:\n  name: python3\n  display_name: Python 3\n---\n\n# Broken\n\n"
+    cells = "```{code-cell} ipython3\n:tags: [parameters]\n\nprofile = 'default'\nn = 1\n```\n\n" + body
+    (tmp_path / "notebooks" / "broken.md").write_text(header + cells)
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "broken.yml").write_text(yaml.safe_dump({"tiny": {"n": 0}, "default": {"n": 1}, "paper": {"n": 2}}))
+    monkeypatch.setattr(pipeline, "PROFILE_DIR", profiles)
+    return tmp_path
+
+
+def test_a_failing_notebook_names_its_cell_and_is_not_published(tmp_path, monkeypatch):
+    body = textwrap.dedent("""\
+        ```{code-cell} ipython3
+        x = 1
+        ```
+
+        ```{code-cell} ipython3
+        1 / n
+        ```
+        """)
+    root = _scratch_project(tmp_path, monkeypatch, body)
+    out = tmp_path / "out"
+    with pytest.raises(pipeline.PipelineError) as error:
+        pipeline.execute("broken", "tiny", out_dir=out, results_root=tmp_path / "results", root=root)
+    message = str(error.value)
+    assert "'broken'" in message and "'tiny'" in message and "ZeroDivisionError" in message
+    assert "code cell" in message
+    assert not (out / "broken.ipynb").exists()
+    assert (root / "_build" / "failed" / "broken.ipynb").exists()
+
+
+def test_profile_values_are_injected(tmp_path, monkeypatch):
+    import nbformat
+
+    body = "```{code-cell} ipython3\nassert n == 2 and profile == 'paper'\n```\n"
+    root = _scratch_project(tmp_path, monkeypatch, body)
+    done = pipeline.execute("broken", "paper", out_dir=tmp_path / "out", results_root=tmp_path / "r", root=root)
+    notebook = nbformat.read(done.path, as_version=4)
+    injected = [c for c in notebook.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "n = 2" in injected[0].source
+
+
+def test_cli_reports_errors_with_exit_code(capsys):
+    from synaptic_geometry.cli import main
+
+    assert main(["book", "execute", "--profile", "tiny", "--chapter", "nope"]) == 1
+    assert "unknown chapter" in capsys.readouterr().err
+    assert main(["frobnicate"]) == 2
+    with pytest.raises(SystemExit):
+        main(["book", "build", "--profile", "huge"])
