@@ -149,11 +149,25 @@ def execute(
                 f"notebook {chapter!r} failed at profile {profile!r} in code cell {error.exec_count} "
                 f"({error.ename}: {error.evalue}); the failing notebook is kept at {failed}"
             ) from None
+        _hide_default_parameters(done)
         target = out_dir / f"{chapter}.ipynb"
         partial = out_dir / f".{chapter}.ipynb.partial"
         shutil.copyfile(done, partial)
         os.replace(partial, target)
     return Executed(chapter, target, time.time() - start)
+
+
+def _hide_default_parameters(path: Path) -> None:
+    """Keep the notebook's own default parameters out of the book: the injected cell shows the
+    parameters that actually ran."""
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if "parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    nbformat.write(notebook, path)
 
 
 def copy_mathjax(root: Path) -> None:

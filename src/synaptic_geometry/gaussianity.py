@@ -1,0 +1,377 @@
+"""How Gaussian is a weight change in a given geometry? Delta-CDF, change magnitude, identification.
+
+The paper's test (Pogodin et al., ICLR 2024): under mirror descent with potential ``phi``, the
+total change in the *dual* space, ``grad phi(w_after) - grad phi(w_before)``, is close to
+Gaussian. So for each candidate potential we compute that change and measure how far it is from
+a Gaussian; the candidate with the most Gaussian change is the inferred geometry.
+
+Delta-CDF
+    The change is divided by its standard deviation, ``z = change / std(change)`` (``std`` is
+    ``np.std``: about the mean, dividing by n; the mean itself is *not* subtracted, as in the
+    published code; ``centered=True`` subtracts it first). Delta-CDF is then::
+
+        integral over the real line of |F_n(x) - Phi(x)| dx
+
+    with ``F_n`` the empirical CDF of ``z`` and ``Phi`` the standard normal CDF. It is the
+    Wasserstein-1 distance between the sample and N(0, 1).
+
+    :func:`delta_cdf` computes it exactly from the sorted values in O(n log n);
+    :func:`delta_cdf_grid` is the published discretisation (1000 points on [-5, 5]) for
+    comparison.
+
+Inputs
+    Changes and weights may be numpy arrays, torch tensors (detached and moved to the CPU), or
+    lists/tuples of them (each flattened, then concatenated in order). Everything is computed in
+    float64.
+
+Weights outside a potential's domain
+    Negative entropy has no dual coordinate at an exact zero (it is ``-inf``) and exponentiated
+    gradient never changes a weight's sign. :func:`dual_change` (and so :func:`identify`)
+    therefore refuses zeros and sign changes under ``negative_entropy`` with an error that counts
+    them; :func:`domain_mask` gives the weights that every candidate can analyse, so that all
+    candidates are compared on the same weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.special import ndtr, ndtri
+
+from synaptic_geometry.potentials import Potential, get_potential
+
+__all__ = [
+    "DEFAULT_CANDIDATES",
+    "as_flat_array",
+    "change_magnitude",
+    "delta_cdf",
+    "delta_cdf_grid",
+    "domain_mask",
+    "dual_change",
+    "identify",
+]
+
+DEFAULT_CANDIDATES = ("negative_entropy", "1.5-norm", "2-norm", "2.5-norm", "3-norm")
+
+ACCEPTED = "a numpy array, a torch tensor, or a list/tuple of them"
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_ROUNDING = 1e-13  # a spread below this fraction of the largest |value| is rounding noise
+
+Weights = Any  # np.ndarray | torch.Tensor | list/tuple of them
+
+
+# ---------------------------------------------------------------------------------------------
+# input handling
+
+
+def _is_container(x: Any) -> bool:
+    return isinstance(x, (list, tuple))
+
+
+def _is_array(x: Any) -> bool:
+    return isinstance(x, (np.ndarray, torch.Tensor)) or _is_container(x)
+
+
+def as_flat_array(x: Weights, what: str = "values") -> np.ndarray:
+    """``x`` as a flat float64 numpy array (lists/tuples of arrays are concatenated in order).
+
+    No copy is made when ``x`` already is a contiguous float64 numpy array.
+    """
+    if isinstance(x, torch.Tensor):
+        if x.is_complex() or x.dtype == torch.bool:
+            raise TypeError(f"{what} must be real numbers, got a tensor of dtype {x.dtype}")
+        return x.detach().cpu().to(torch.float64).numpy().ravel()
+    if _is_container(x):
+        if any(_is_array(part) for part in x):
+            parts = [as_flat_array(part, what) for part in x]
+            return np.concatenate(parts) if parts else np.empty(0)
+    try:
+        arr = np.asarray(x)
+    except ValueError as err:  # ragged nested lists of numbers
+        raise TypeError(f"{what} must be {ACCEPTED}; could not read it as an array: {err}") from None
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"{what} must be real numbers ({ACCEPTED}), got dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.float64).ravel()
+
+
+def _shape_of(x: Weights) -> Any:
+    """A comparable description of the shape(s) of ``x``: a tuple, or a list of them."""
+    if isinstance(x, torch.Tensor):
+        return tuple(x.shape)
+    if _is_container(x) and any(_is_array(part) for part in x):
+        return [_shape_of(part) for part in x]
+    return np.shape(x)
+
+
+def _describe_shape(shape: Any) -> str:
+    return f"a list of {len(shape)} arrays" if isinstance(shape, list) else f"shape {shape}"
+
+
+def _check_same_shape(w_before: Weights, w_after: Weights) -> None:
+    before, after = _shape_of(w_before), _shape_of(w_after)
+    if before == after:
+        return
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        i = next(i for i, (b, a) in enumerate(zip(before, after)) if b != a)
+        detail = f"element {i} has shape {before[i]} before and {after[i]} after"
+    else:
+        detail = f"w_before is {_describe_shape(before)}, w_after is {_describe_shape(after)}"
+    raise ValueError(
+        f"w_before and w_after must have the same shape(s) (the same weights before and after "
+        f"learning): {detail}"
+    )
+
+
+def _require_finite(x: np.ndarray, what: str) -> None:
+    if not np.isfinite(x).all():
+        bad = int(np.count_nonzero(~np.isfinite(x)))
+        raise ValueError(f"{what} contain {bad} non-finite value(s) (nan or inf); all values must be finite")
+
+
+def _paired(w_before: Weights, w_after: Weights) -> tuple[np.ndarray, np.ndarray]:
+    """Flat float64 copies-or-views of both weight sets, checked for shape, size and finiteness."""
+    _check_same_shape(w_before, w_after)
+    before = as_flat_array(w_before, "w_before")
+    after = as_flat_array(w_after, "w_after")
+    if before.size == 0:
+        raise ValueError("w_before and w_after are empty; need weights to compare")
+    _require_finite(before, "w_before")
+    _require_finite(after, "w_after")
+    return before, after
+
+
+# ---------------------------------------------------------------------------------------------
+# dual change and magnitude
+
+
+def _domain_problems(before: np.ndarray, after: np.ndarray, potential: Potential) -> str:
+    """Empty if every weight is inside the potential's domain, else what is wrong (with counts)."""
+    if not potential.keeps_sign:
+        return ""
+    zeros_before = int(np.count_nonzero(before == 0))
+    zeros_after = int(np.count_nonzero(after == 0))
+    flips = int(np.count_nonzero(np.sign(before) * np.sign(after) < 0))
+    if not (zeros_before or zeros_after or flips):
+        return ""
+    return (
+        f"{zeros_before} exact zero(s) in w_before, {zeros_after} in w_after and {flips} sign "
+        f"change(s) out of {before.size} weights are outside the domain of {potential.name} "
+        "(a zero has dual coordinate -inf; this geometry never changes a weight's sign). "
+        "Accepted: non-zero weights with the same sign before and after. Drop the others first, "
+        "e.g. keep = domain_mask(w_before, w_after) and analyse as_flat_array(w_before)[keep], "
+        "as_flat_array(w_after)[keep]"
+    )
+
+
+def _dual_change_flat(before: np.ndarray, after: np.ndarray, potential: Potential) -> np.ndarray:
+    problems = _domain_problems(before, after, potential)
+    if problems:
+        raise ValueError(problems)
+    return potential.grad(after) - potential.grad(before)
+
+
+def dual_change(w_before: Weights, w_after: Weights, potential: str | Potential) -> np.ndarray:
+    """``grad phi(w_after) - grad phi(w_before)``, flattened, float64."""
+    potential = get_potential(potential)
+    before, after = _paired(w_before, w_after)
+    return _dual_change_flat(before, after, potential)
+
+
+def _magnitude_flat(change: np.ndarray, before: np.ndarray, potential: Potential) -> float:
+    reference = float(np.linalg.norm(potential.grad(before)))
+    if reference == 0:
+        raise ValueError(
+            f"grad phi(w_before) is zero under {potential.name} (all weights at the potential's "
+            "minimum), so the relative change magnitude is undefined"
+        )
+    return float(np.linalg.norm(change)) / reference
+
+
+def change_magnitude(w_before: Weights, w_after: Weights, potential: str | Potential) -> float:
+    """Relative size of the dual change: ``||grad phi(w_after) - grad phi(w_before)|| / ||grad phi(w_before)||``."""
+    potential = get_potential(potential)
+    before, after = _paired(w_before, w_after)
+    return _magnitude_flat(_dual_change_flat(before, after, potential), before, potential)
+
+
+# ---------------------------------------------------------------------------------------------
+# Delta-CDF
+
+
+def _standardized_sorted(change: Weights, centered: bool) -> np.ndarray:
+    """The sorted change divided by its standard deviation (minus its mean first if centred)."""
+    z = np.sort(as_flat_array(change, "change"))  # a fresh array we may modify in place
+    if z.size < 2:
+        raise ValueError(f"change has {z.size} value(s); Delta-CDF needs at least 2")
+    if not (np.isfinite(z[0]) and np.isfinite(z[-1])):  # sorting puts -inf first, inf and nan last
+        bad = int(np.count_nonzero(~np.isfinite(z)))
+        raise ValueError(f"change contains {bad} non-finite value(s) (nan or inf); all values must be finite")
+    std = float(np.std(z))
+    if std <= _ROUNDING * max(-z[0], z[-1]):
+        raise ValueError(
+            f"change is constant (all {z.size} values equal {z[0]!r}, up to a spread of {std:.3g} "
+            "at the level of rounding), so it cannot be divided by its standard deviation; "
+            "Delta-CDF needs values that differ"
+        )
+    if centered:
+        z -= z.mean()
+    z /= std
+    if not (np.isfinite(z[0]) and np.isfinite(z[-1])):
+        raise ValueError("change is too large relative to its spread: change / std overflowed")
+    return z
+
+
+def _normal_quantiles(n: int) -> np.ndarray:
+    """``t_k = Phi^{-1}(k / n)`` for k = 0..n (t_0 = -inf, t_n = inf), using t_{n-k} = -t_k."""
+    t = np.empty(n + 1)
+    half = n // 2
+    lower = ndtri(np.arange(1, half + 1) / n)
+    t[1 : half + 1] = lower
+    t[n - half : n] = -lower[::-1]
+    t[0], t[n] = -np.inf, np.inf
+    return t
+
+
+def _delta_cdf_sorted(z: np.ndarray) -> float:
+    """Exact Delta-CDF of sorted values ``z`` (already standardised).
+
+    In quantile space the same area is ``integral_0^1 |Q_n(u) - Phi^{-1}(u)| du`` with ``Q_n = z_k``
+    on the cell ``((k-1)/n, k/n]``. Since ``-phi(Phi^{-1}(u))`` is an antiderivative of
+    ``Phi^{-1}(u)``, the integral of ``z_k - Phi^{-1}`` over cell k is ``(z_k - m_k) / n`` with
+    ``m_k = n (phi(t_{k-1}) - phi(t_k))``, the mean normal quantile over the cell. When the sign
+    of the integrand is constant on the cell (``z_k`` outside ``(t_{k-1}, t_k)``), the cell
+    contributes ``|z_k - m_k| / n``; otherwise the cell is split at ``u* = Phi(z_k)``. The
+    unbounded tails are the first and last cells and need no special case; ties just give
+    neighbouring cells with equal ``z_k``.
+    """
+    n = z.size
+    t = _normal_quantiles(n)
+    crossing = np.flatnonzero((z > t[:-1]) & (z < t[1:]))
+    h = t  # from here on, h_k = phi(t_k), computed in place (phi(+-inf) = 0)
+    np.square(h, out=h)
+    h *= -0.5
+    np.exp(h, out=h)
+    h *= _INV_SQRT_2PI
+    gap = np.subtract(h[:-1], h[1:])  # m_k / n
+    gap *= n
+    gap -= z  # m_k - z_k
+    np.abs(gap, out=gap)
+    total = float(gap.sum())
+    if crossing.size:
+        zc = z[crossing]
+        k = crossing + 1.0
+        nu = np.clip(n * ndtr(zc), k - 1, k)  # n u*, kept inside the cell against rounding
+        phi_z = np.exp(-0.5 * zc * zc) * _INV_SQRT_2PI
+        split = zc * (2 * nu - (2 * k - 1)) + n * (2 * phi_z - h[crossing] - h[crossing + 1])
+        total += float(split.sum() - gap[crossing].sum())
+    return total / n
+
+
+def delta_cdf(change: Weights, centered: bool = False) -> float:
+    """Exact Delta-CDF: integral over the real line of ``|F_n(x) - Phi(x)|`` for ``z = change / std``.
+
+    ``std`` is ``np.std(change)`` (about the mean, dividing by n). The mean is not subtracted
+    unless ``centered=True``: the uncentred form is what the published code reports. (The
+    published code used torch's ``std``, which divides by n - 1; that rescales z by
+    ``sqrt((n - 1) / n)``, an O(1/n) difference.) Computed from the sorted values in
+    O(n log n), with no truncation of the tails and no grid; see ``_delta_cdf_sorted``.
+    """
+    return _delta_cdf_sorted(_standardized_sorted(change, centered))
+
+
+def delta_cdf_grid(
+    change: Weights, centered: bool = False, lo: float = -5.0, hi: float = 5.0, n: int = 1000
+) -> float:
+    """The published discretisation of Delta-CDF, for comparison with :func:`delta_cdf`.
+
+    The empirical CDF (fraction of values strictly below x, as published) is evaluated on
+    ``np.linspace(lo, hi, n)`` and ``sum(|F_n - Phi|) * dx`` is returned, exactly the published
+    rectangle sum (not the trapezoid rule). Values outside [lo, hi] are ignored. Standardisation
+    as in :func:`delta_cdf`.
+    """
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"need finite lo < hi for the grid, got lo={lo}, hi={hi}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+        raise ValueError(f"n (number of grid points) must be an integer >= 2, got {n!r}")
+    z = _standardized_sorted(change, centered)
+    grid = np.linspace(lo, hi, n)
+    ecdf = np.searchsorted(z, grid, side="left") / z.size
+    return float(np.abs(ecdf - ndtr(grid)).sum() * (grid[1] - grid[0]))
+
+
+# ---------------------------------------------------------------------------------------------
+# identification
+
+
+def _candidate_potentials(candidates: Sequence[str | Potential]) -> list[Potential]:
+    if isinstance(candidates, (str, Potential)):
+        candidates = [candidates]
+    potentials = []
+    for spec in candidates:
+        try:
+            potentials.append(get_potential(spec))
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"unknown candidate {spec!r}: {err}") from None
+    if not potentials:
+        raise ValueError(f"no candidates given; e.g. candidates={DEFAULT_CANDIDATES}")
+    names = [p.name for p in potentials]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate candidate(s) {duplicates}; give each potential once")
+    return potentials
+
+
+def domain_mask(
+    w_before: Weights, w_after: Weights, candidates: Sequence[str | Potential] = DEFAULT_CANDIDATES
+) -> np.ndarray:
+    """Boolean mask over the flattened weights: True where every candidate can analyse the weight.
+
+    A weight is kept when it is finite before and after and, for sign-keeping candidates
+    (negative_entropy), non-zero before and after with the same sign. Apply it to
+    ``as_flat_array(w_before)`` and ``as_flat_array(w_after)``.
+    """
+    potentials = _candidate_potentials(candidates)
+    _check_same_shape(w_before, w_after)
+    before = as_flat_array(w_before, "w_before")
+    after = as_flat_array(w_after, "w_after")
+    keep = np.isfinite(before) & np.isfinite(after)
+    if any(p.keeps_sign for p in potentials):
+        keep &= (before != 0) & (np.sign(before) == np.sign(after))
+    return keep
+
+
+def identify(
+    w_before: Weights,
+    w_after: Weights,
+    candidates: Sequence[str | Potential] = DEFAULT_CANDIDATES,
+    centered: bool = False,
+) -> pd.DataFrame:
+    """Delta-CDF and change magnitude of the dual change under each candidate potential.
+
+    Returns a DataFrame with columns ``candidate`` (canonical potential name), ``delta_cdf`` and
+    ``magnitude``, sorted best first (lowest Delta-CDF; ties keep the candidates' order), with a
+    fresh index. The first row is the inferred geometry. All weights must be inside every
+    candidate's domain (see :func:`domain_mask`).
+    """
+    potentials = _candidate_potentials(candidates)
+    before, after = _paired(w_before, w_after)
+    rows = []
+    for potential in potentials:
+        try:
+            change = _dual_change_flat(before, after, potential)
+            rows.append(
+                {
+                    "candidate": potential.name,
+                    "delta_cdf": delta_cdf(change, centered=centered),
+                    "magnitude": _magnitude_flat(change, before, potential),
+                }
+            )
+        except ValueError as err:
+            raise ValueError(f"candidate {potential.name}: {err}") from None
+    table = pd.DataFrame(rows, columns=["candidate", "delta_cdf", "magnitude"])
+    return table.sort_values("delta_cdf", kind="stable").reset_index(drop=True)
