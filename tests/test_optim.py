@@ -1,0 +1,366 @@
+"""Tests for synaptic_geometry.optim.MirrorDescent."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from synaptic_geometry import optim
+from synaptic_geometry.optim import MirrorDescent, mirror_descent
+from synaptic_geometry.potentials import get_potential
+
+POTENTIALS = ["2-norm", "3-norm", "1.5-norm", "2.5-norm", "negative_entropy", "hypentropy:0.1"]
+SHAPES = [(3, 4), (300,), (5,), (2, 3, 3, 3), (1,)]
+SGD_SETTINGS = [
+    dict(),
+    dict(momentum=0.9),
+    dict(momentum=0.9, nesterov=True),
+    dict(momentum=0.8, dampening=0.3),
+    dict(weight_decay=0.05),
+    dict(maximize=True),
+    dict(momentum=0.5, dampening=0.2, weight_decay=0.1, maximize=True),
+    dict(momentum=0.9, nesterov=True, weight_decay=0.01, maximize=True),
+]
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch):
+    """Chunks of 64 elements, so tensors span several chunks and chunks mix tensors."""
+    monkeypatch.setattr(optim, "_CHUNK", 64)
+
+
+def make_weights(seed, dtype=torch.float64, shapes=SHAPES):
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for shape in shapes:
+        magnitude = torch.exp(torch.randn(shape, generator=gen, dtype=dtype) - 1)
+        sign = torch.randint(0, 2, shape, generator=gen).to(dtype) * 2 - 1
+        out.append((magnitude * sign).requires_grad_())
+    return out
+
+
+def set_grads(params, gen, scale=0.1):
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype) * scale
+
+
+def run(opt_factory, seed=0, steps=30, dtype=torch.float64, scale=0.1):
+    params = make_weights(seed, dtype)
+    opt = opt_factory(params)
+    gen = torch.Generator().manual_seed(seed + 100)
+    for _ in range(steps):
+        set_grads(params, gen, scale)
+        opt.step()
+    return [p.detach().clone() for p in params], opt
+
+
+# ---------------------------------------------------------------- 2-norm is SGD
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("kwargs", SGD_SETTINGS, ids=lambda k: ",".join(k) or "plain")
+def test_2_norm_matches_sgd(kwargs, foreach):
+    ours, _ = run(lambda p: MirrorDescent(p, lr=0.05, potential="2-norm", foreach=foreach, **kwargs), dtype=torch.float32, steps=50)
+    ref, _ = run(lambda p: torch.optim.SGD(p, lr=0.05, foreach=True, **kwargs), dtype=torch.float32, steps=50)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    if not foreach:  # the single-tensor path performs SGD's operations one for one
+        assert all(torch.equal(a, b) for a, b in zip(ours, ref))
+
+
+# ---------------------------------------------------------------- the two paths agree
+
+
+@pytest.mark.parametrize("potential", POTENTIALS)
+@pytest.mark.parametrize("kwargs", SGD_SETTINGS[:4] + SGD_SETTINGS[-2:], ids=lambda k: ",".join(k) or "plain")
+def test_foreach_and_single_tensor_paths_agree(potential, kwargs):
+    a, opt_a = run(lambda p: MirrorDescent(p, lr=0.02, potential=potential, foreach=True, **kwargs))
+    b, opt_b = run(lambda p: MirrorDescent(p, lr=0.02, potential=potential, foreach=False, **kwargs))
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-14)
+    if kwargs.get("momentum"):
+        for pa, pb in zip(opt_a.param_groups[0]["params"], opt_b.param_groups[0]["params"]):
+            torch.testing.assert_close(opt_a.state[pa]["momentum_buffer"], opt_b.state[pb]["momentum_buffer"], rtol=1e-12, atol=1e-14)
+
+
+# ---------------------------------------------------------------- the step is the mirror step
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("potential", POTENTIALS)
+def test_step_is_dual_space_step(potential, foreach):
+    """One step equals inv_grad(grad(w) - lr * g), computed by the potentials module."""
+    params = make_weights(1)
+    before = [p.detach().clone() for p in params]
+    set_grads(params, torch.Generator().manual_seed(2), scale=1.0)
+    MirrorDescent(params, lr=0.03, potential=potential, foreach=foreach).step()
+    pot = get_potential(potential)
+    for w0, p in zip(before, params):
+        expected = pot.inv_grad(pot.grad(w0) - 0.03 * p.grad, sign=torch.sign(w0))
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("potential", POTENTIALS)
+def test_zero_weights(potential, foreach):
+    """Zeros with zero gradient stay zero (no 0 * inf = nan); with a gradient they move, except
+    under negative entropy, where a zero can never move."""
+    w = torch.tensor([0.0, 0.0, -0.0, 1.0], requires_grad=True)
+    w.grad = torch.tensor([0.0, 1.0, -2.0, 0.0])
+    MirrorDescent([w], lr=0.1, potential=potential, foreach=foreach).step()
+    assert torch.isfinite(w).all() and w[0] == 0 and w[3] == 1
+    pot = get_potential(potential)
+    if potential == "negative_entropy":
+        assert w[1] == 0 and w[2] == 0
+    else:
+        torch.testing.assert_close(w[1:3].detach(), pot.inv_grad(torch.tensor([-0.1, 0.2])))
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_3_norm_closed_form(foreach):
+    w0 = np.array([0.5, -1.5, 2.0, -0.01, 0.0, 0.2])
+    g = np.array([1.0, 2.0, -3.0, 4.0, -5.0, 40.0])
+    lr = 0.1
+    y = w0 * np.abs(w0) - lr * g  # grad of |w|^3 / 3 is sign(w) w^2
+    expected = np.sign(y) * np.sqrt(np.abs(y))
+    w = torch.tensor(w0, requires_grad=True)
+    w.grad = torch.tensor(g)
+    MirrorDescent([w], lr=lr, potential="3-norm", foreach=foreach).step()
+    np.testing.assert_allclose(w.detach().numpy(), expected, rtol=1e-12, atol=1e-15)
+    assert w[5] < 0 < w0[5]  # unlike negative entropy, p-norms let weights cross zero
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_negative_entropy_is_exponentiated_gradient(foreach):
+    w0 = np.array([0.5, -1.5, 2.0, -0.01, 0.0])
+    g = np.array([1.0, 2.0, -3.0, 4.0, -5.0])
+    w = torch.tensor(w0, requires_grad=True)
+    w.grad = torch.tensor(g)
+    MirrorDescent([w], lr=0.1, potential="negative_entropy", foreach=foreach).step()
+    np.testing.assert_allclose(w.detach().numpy(), w0 * np.exp(-0.1 * np.sign(w0) * g), rtol=1e-13)
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("kwargs", [dict(), dict(momentum=0.9, nesterov=True, weight_decay=0.1)], ids=["plain", "momentum"])
+def test_negative_entropy_never_changes_signs(foreach, kwargs):
+    params = make_weights(3, dtype=torch.float32)
+    with torch.no_grad():
+        params[1][:7] = 0.0
+    signs = [torch.sign(p.detach()).clone() for p in params]
+    opt = MirrorDescent(params, lr=0.1, potential="negative_entropy", foreach=foreach, **kwargs)
+    gen = torch.Generator().manual_seed(4)
+    for _ in range(100):
+        set_grads(params, gen, scale=1.0)
+        opt.step()
+        for p, s in zip(params, signs):
+            assert torch.equal(torch.sign(p.detach()), s)
+    assert torch.equal(params[1][:7].detach(), torch.zeros(7))  # zeros stay zero
+    assert not torch.equal(params[1][7:].detach(), make_weights(3, dtype=torch.float32)[1][7:].detach())
+
+
+def test_per_group_potentials():
+    a, b = make_weights(5, shapes=[(4,), (4,)])
+    a0, b0 = a.detach().clone(), b.detach().clone()
+    opt = MirrorDescent([{"params": [a], "potential": "negative_entropy"}, {"params": [b], "lr": 0.2}], lr=0.1, potential="3.0-norm")
+    assert [g["potential"] for g in opt.param_groups] == ["negative_entropy", "3-norm"]
+    a.grad, b.grad = torch.ones(4, dtype=a.dtype), torch.ones(4, dtype=b.dtype)
+    opt.step()
+    torch.testing.assert_close(a.detach(), a0 * torch.exp(-0.1 * torch.sign(a0)))
+    y = b0 * b0.abs() - 0.2
+    torch.testing.assert_close(b.detach(), torch.sign(y) * y.abs().sqrt())
+
+
+@pytest.mark.parametrize("foreach, expected", [(None, "multi"), (True, "multi"), (False, "single")])
+def test_path_choice(monkeypatch, foreach, expected):
+    calls = []
+    for name in ("multi", "single"):
+        original = getattr(optim, f"_{name}_tensor_mirror_descent")
+        monkeypatch.setattr(optim, f"_{name}_tensor_mirror_descent", lambda *a, _n=name, _f=original, **k: (calls.append(_n), _f(*a, **k)))
+    model = torch.nn.Linear(3, 2)
+    model(torch.ones(4, 3)).sum().backward()
+    MirrorDescent(model.parameters(), lr=0.1, foreach=foreach).step()
+    assert calls == [expected]
+
+
+def test_potential_object_is_stored_by_name():
+    opt = MirrorDescent(make_weights(0), potential=get_potential("hypentropy:0.5"))
+    assert opt.param_groups[0]["potential"] == "hypentropy:0.5"
+    assert opt.defaults["potential"] == "hypentropy:0.5"
+
+
+# ---------------------------------------------------------------- state
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_state_dict_round_trip_resumes_bit_identically(tmp_path, foreach):
+    kwargs = dict(lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-3, foreach=foreach)
+    groups = lambda ps: [{"params": ps[:2], "potential": "negative_entropy"}, {"params": ps[2:], "potential": "3-norm"}]
+    gen = torch.Generator().manual_seed(7)
+    grads = [[torch.randn(s, generator=gen, dtype=torch.float32) for s in SHAPES] for _ in range(10)]
+
+    def apply(params, opt, gs):
+        for p, g in zip(params, gs):
+            p.grad = g.clone()
+        opt.step()
+
+    straight = make_weights(8, dtype=torch.float32)
+    opt = MirrorDescent(groups(straight), **kwargs)
+    for gs in grads:
+        apply(straight, opt, gs)
+
+    first = make_weights(8, dtype=torch.float32)
+    opt1 = MirrorDescent(groups(first), **kwargs)
+    for gs in grads[:4]:
+        apply(first, opt1, gs)
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"weights": [p.detach() for p in first], "optimizer": opt1.state_dict()}, path)
+
+    loaded = torch.load(path, weights_only=True)
+    assert [g["potential"] for g in loaded["optimizer"]["param_groups"]] == ["negative_entropy", "3-norm"]
+    resumed = [w.clone().requires_grad_() for w in loaded["weights"]]
+    opt2 = MirrorDescent(groups(resumed), lr=0.5, potential="2-norm", foreach=foreach)
+    opt2.load_state_dict(loaded["optimizer"])
+    assert opt2.param_groups[0]["lr"] == 0.01 and opt2.param_groups[1]["potential"] == "3-norm"
+    for gs in grads[4:]:
+        apply(resumed, opt2, gs)
+    for a, b in zip(straight, resumed):
+        assert torch.equal(a, b)
+
+
+def test_state_is_created_lazily():
+    params = make_weights(0)
+    opt = MirrorDescent(params, lr=0.1, momentum=0.9)
+    assert len(opt.state) == 0
+    params[0].grad = torch.ones_like(params[0])
+    opt.step()  # only the parameter with a gradient moves and gets a buffer
+    assert list(opt.state) == [params[0]]
+    torch.testing.assert_close(opt.state[params[0]]["momentum_buffer"], torch.ones_like(params[0]))
+    assert MirrorDescent(make_weights(0), lr=0.1).state_dict()["state"] == {}
+
+
+def test_closure_and_functional_api():
+    w = torch.tensor([1.0, -2.0], requires_grad=True)
+    opt = MirrorDescent([w], lr=0.1, potential="negative_entropy")
+
+    def closure():
+        opt.zero_grad()
+        loss = (w**2).sum()
+        loss.backward()
+        return loss
+
+    assert opt.step(closure).item() == pytest.approx(5.0)
+    torch.testing.assert_close(w.detach(), torch.tensor([math.exp(-0.2), -2 * math.exp(-0.4)]))
+    p, g = torch.tensor([0.5]), torch.tensor([1.0])
+    bufs = [None]
+    mirror_descent([p], [g], bufs, lr=0.1, momentum=0.9, potential="2-norm")
+    assert torch.equal(bufs[0], g) and p.item() == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_non_contiguous_and_mixed_dtype_parameters(foreach):
+    base = torch.randn(4, 3, dtype=torch.float64).abs() + 0.1
+    w_t = base.t().clone().t().requires_grad_()  # non-contiguous leaf
+    w_32 = torch.rand(5, dtype=torch.float32).add(0.1).requires_grad_()
+    w_t.grad, w_32.grad = torch.ones_like(w_t), torch.ones_like(w_32)
+    before = w_t.detach().clone(), w_32.detach().clone()
+    MirrorDescent([w_t, w_32], lr=0.1, momentum=0.9, potential="negative_entropy", foreach=foreach).step()
+    torch.testing.assert_close(w_t.detach(), before[0] * math.exp(-0.1))
+    torch.testing.assert_close(w_32.detach(), before[1] * math.exp(-0.1))
+
+
+# ---------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("where", ["gradient", "weight"])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_raises_naming_the_parameter(foreach, where, bad):
+    params = make_weights(0, dtype=torch.float32)
+    opt = MirrorDescent([{"params": params[:1]}, {"params": params[1:]}], lr=0.1, momentum=0.9, potential="3-norm", foreach=foreach)
+    gen = torch.Generator().manual_seed(0)
+    set_grads(params, gen)
+    opt.step()
+    set_grads(params, gen)
+    target = params[3]  # index 2 of param group 1, shape (2, 3, 3, 3)
+    with torch.no_grad():
+        (target.grad if where == "gradient" else target)[1, 2, 0, 1] = bad
+    weights = [p.detach().clone() for p in params]
+    buffers = [opt.state[p]["momentum_buffer"].clone() for p in params]
+    with pytest.raises(FloatingPointError, match=rf"non-finite {where} \(nan or inf\) in parameter 2 of param group 1 \(shape \(2, 3, 3, 3\)\); the step stopped"):
+        opt.step()
+    # no nan/inf was written anywhere: the only non-finite value is the one put there
+    assert sum(int((~torch.isfinite(p)).sum()) for p in params) == (where == "weight")
+    assert all(torch.isfinite(opt.state[p]["momentum_buffer"]).all() for p in params)
+    # the step stopped there: the parameter after it is untouched, the one before it was updated
+    assert torch.equal(params[4].detach(), weights[4])
+    assert torch.equal(opt.state[params[4]]["momentum_buffer"], buffers[4])
+    assert not torch.equal(params[2].detach(), weights[2])
+    torch.testing.assert_close(target[1].detach(), weights[3][1], rtol=0, atol=0, equal_nan=True)  # its chunk was not written
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("potential, what", [("negative_entropy", r"exp\(-lr sign\(w\) d\)"), ("hypentropy:0.1", r"sinh\(lr d\)")])
+def test_overflowing_step_raises(foreach, potential, what):
+    w = torch.full((10,), -0.5, dtype=torch.float32, requires_grad=True)
+    w.grad = torch.full((10,), 1e3, dtype=torch.float32)
+    with pytest.raises(FloatingPointError, match=rf"overflowed in parameter 0 of param group 0 \(shape \(10,\)\): {what}"):
+        MirrorDescent([w], lr=1.0, potential=potential, foreach=foreach).step()
+    assert torch.equal(w.detach(), torch.full((10,), -0.5))
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_non_finite_next_to_zero_is_caught(foreach):
+    """The fast check multiplies gradients with weights: inf * 0 must still be caught."""
+    for grad_value, weight_value, what in [(math.inf, 0.0, "gradient"), (0.0, math.nan, "weight")]:
+        w = torch.ones(100, requires_grad=True)
+        w.grad = torch.ones(100)
+        with torch.no_grad():
+            w[37], w.grad[37] = weight_value, grad_value
+        with pytest.raises(FloatingPointError, match=f"non-finite {what}"):
+            MirrorDescent([w], lr=0.1, foreach=foreach).step()
+
+
+def test_large_finite_values_are_not_reported():
+    """Per-tensor sums overflow here, but no element is non-finite: the step must go ahead."""
+    w = torch.full((10,), 3e38, dtype=torch.float32, requires_grad=True)
+    w.grad = torch.full((10,), 3e38, dtype=torch.float32)
+    MirrorDescent([w], lr=1e-40, potential="2-norm").step()
+    assert torch.isfinite(w).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(lr=-0.1), "invalid lr"),
+        (dict(lr=math.nan), "invalid lr"),
+        (dict(lr="0.1"), "invalid lr"),
+        (dict(momentum=-0.5), "invalid momentum"),
+        (dict(weight_decay=-1.0), "invalid weight_decay"),
+        (dict(nesterov=True), "nesterov momentum requires momentum > 0"),
+        (dict(nesterov=True, momentum=0.9, dampening=0.1), "dampening = 0"),
+        (dict(potential="entropy"), "unknown potential 'entropy'; known:"),
+        (dict(potential="1-norm"), "p > 1"),
+        (dict(potential="hypentropy:0"), "beta > 0"),
+    ],
+)
+def test_bad_arguments_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MirrorDescent(make_weights(0), **kwargs)
+
+
+def test_bad_param_group_raises():
+    opt = MirrorDescent(make_weights(0, shapes=[(2,)]), lr=0.1)
+    with pytest.raises(ValueError, match="unknown potential"):
+        opt.add_param_group({"params": make_weights(1, shapes=[(2,)]), "potential": "kl"})
+    with pytest.raises(ValueError, match="invalid lr"):
+        opt.add_param_group({"params": make_weights(1, shapes=[(2,)]), "lr": -1.0})
+
+
+def test_sparse_and_mismatched_gradients_raise():
+    w = torch.ones(3, requires_grad=True)
+    w.grad = torch.ones(3).to_sparse()
+    with pytest.raises(RuntimeError, match="sparse"):
+        MirrorDescent([w], lr=0.1).step()
+    with pytest.raises(ValueError, match="equal shape"):
+        mirror_descent([torch.ones(3)], [torch.ones(4)], [], lr=0.1)
