@@ -1,0 +1,456 @@
+"""Synaptic weights under mirror descent: log-normal starts, Dale's principle, and power analysis.
+
+Two kinds of simulation live here.
+
+*Learning simulations* (:func:`train_linear_neuron`): a linear neuron with ``D`` synapses learns
+``N = sqrt(D)`` random input-output pairs by mirror descent with a chosen potential, from
+log-normal or two-constant initial weights, some excitatory (positive) and some inhibitory
+(negative). Exponentiated gradient (``"negative_entropy"``) keeps every sign; gradient descent
+(``"2-norm"``) does not.
+
+*Measurement simulations* (:func:`simulate_measurements`, :func:`power_analysis`): the theory's
+prediction taken as given -- the change of the weights in the dual space of the true potential is
+Gaussian and independent of the initial weights -- plus what an experiment adds: multiplicative
+and additive measurement noise, observing only some synapses, or only synapses above a detection
+threshold. The power analysis asks how often the lowest Delta-CDF among the candidates falls on
+the true potential.
+
+Sizes are in units of the median initial weight magnitude (Delta-CDF does not depend on units).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .gaussianity import delta_cdf, dual_change
+from .potentials import Potential, get_potential
+
+INIT_KINDS = ("lognormal", "two_constant")
+POWER_CANDIDATES = ("negative_entropy", "2-norm", "3-norm")
+
+__all__ = [
+    "INIT_KINDS",
+    "POWER_CANDIDATES",
+    "initial_weights",
+    "train_linear_neuron",
+    "Trained",
+    "sign_flips",
+    "learning_runs",
+    "cached_learning_runs",
+    "log_mixture_fit",
+    "change_scale",
+    "simulate_measurements",
+    "consistent_rows",
+    "identification_accuracy",
+    "power_analysis",
+    "sign_keeping_accuracy",
+    "cached_power_analysis",
+    "synapses_for_accuracy",
+    "describe_condition",
+]
+
+
+# --------------------------------------------------------------------------- initial weights
+def initial_weights(
+    n: int,
+    rng: np.random.Generator,
+    kind: str = "lognormal",
+    sigma: float = 1.0,
+    ratio: float = 4.0,
+    large_fraction: float = 0.3,
+    inhibitory_fraction: float = 0.0,
+) -> np.ndarray:
+    """``n`` initial weights whose magnitudes have median-ish scale 1.
+
+    ``kind="lognormal"``: ``|w| = exp(sigma * z)``, z standard normal (median 1).
+    ``kind="two_constant"``: ``|w| = 1`` or ``ratio`` (the latter with probability
+    ``large_fraction``), the two-state picture of synapse sizes.
+    Each synapse is inhibitory (negative) with probability ``inhibitory_fraction``: its sign is set
+    by its presynaptic neuron's type (Dale's principle).
+    """
+    n = _positive_int(n, "n")
+    if kind == "lognormal":
+        if sigma < 0:
+            raise ValueError(f"sigma must be >= 0, got {sigma}")
+        magnitude = np.exp(sigma * rng.standard_normal(n))
+    elif kind == "two_constant":
+        if ratio <= 0 or not 0 <= large_fraction <= 1:
+            raise ValueError(f"two_constant needs ratio > 0 and 0 <= large_fraction <= 1, got {ratio}, {large_fraction}")
+        magnitude = np.where(rng.random(n) < large_fraction, float(ratio), 1.0)
+    else:
+        raise ValueError(f"unknown initial weight kind {kind!r}; known: {', '.join(INIT_KINDS)}")
+    if not 0 <= inhibitory_fraction <= 1:
+        raise ValueError(f"inhibitory_fraction must be in [0, 1], got {inhibitory_fraction}")
+    sign = np.where(rng.random(n) < inhibitory_fraction, -1.0, 1.0)
+    return sign * magnitude
+
+
+def _positive_int(n, what: str) -> int:
+    if int(n) != n or n < 1:
+        raise ValueError(f"{what} must be a positive integer, got {n!r}")
+    return int(n)
+
+
+def sign_flips(w_before, w_after) -> np.ndarray:
+    """Boolean mask of synapses whose sign changed (a zero counts as a change of sign)."""
+    w_before, w_after = np.asarray(w_before, float), np.asarray(w_after, float)
+    return np.sign(w_before) != np.sign(w_after)
+
+
+# --------------------------------------------------------------------------- learning simulation
+@dataclass
+class Trained:
+    """Result of :func:`train_linear_neuron`."""
+
+    w_before: np.ndarray
+    w_after: np.ndarray
+    losses: np.ndarray      # loss before each step, and after the last one
+    lr: float
+
+
+def train_linear_neuron(
+    w0: np.ndarray,
+    potential: str | Potential,
+    seed: int = 0,
+    n_patterns: int | None = None,
+    steps: int = 300,
+    lr_scale: float = 0.5,
+) -> Trained:
+    """Train a linear neuron ``y = x . w`` by mirror descent on the mean squared error.
+
+    ``n_patterns`` (default ``int(sqrt(D))``) input patterns are standard normal, scaled so the
+    initial output has unit variance; targets are random +-1 (as in the paper's linear
+    regression). Full-batch mirror descent without momentum: ``grad phi(w) -= lr * gradient``.
+    The learning rate is ``lr_scale`` over the largest eigenvalue of the loss curvature seen
+    through the dual map at ``w0`` (a step that would raise the loss is retried at half the rate).
+    Sign-keeping potentials step within the orthant of ``w0``.
+    """
+    phi = get_potential(potential)
+    w0 = np.asarray(w0, dtype=np.float64).ravel()
+    phi.check_domain(w0, "initial weights")
+    d = w0.size
+    n = int(np.sqrt(d)) if n_patterns is None else _positive_int(n_patterns, "n_patterns")
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d)) / np.sqrt(np.sum(w0**2))
+    y = rng.choice([-1.0, 1.0], size=n)
+    sign = np.sign(w0)
+
+    def loss_and_grad(w):
+        r = x @ w - y
+        return 0.5 * float(r @ r) / n, x.T @ r / n
+
+    curvature = (x / phi.hess_diag(w0)) @ x.T / n
+    lr = lr_scale / float(np.linalg.eigvalsh(curvature)[-1])
+    w, theta = w0.copy(), phi.grad(w0)
+    loss, g = loss_and_grad(w)
+    losses = [loss]
+    for _ in range(steps):
+        for _retry in range(30):
+            theta_new = theta - lr * g
+            w_new = phi.inv_grad(theta_new, sign=sign)
+            loss_new, g_new = loss_and_grad(w_new)
+            if loss_new <= loss:
+                break
+            lr /= 2
+        theta, w, loss, g = theta_new, w_new, loss_new, g_new
+        losses.append(loss)
+    return Trained(w0, w, np.asarray(losses), lr)
+
+
+def learning_runs(
+    n_synapses: int,
+    potentials: Sequence[str] = ("negative_entropy", "2-norm"),
+    inits: Sequence[str] = INIT_KINDS,
+    seed: int = 0,
+    sigma: float = 1.0,
+    ratio: float = 4.0,
+    large_fraction: float = 0.3,
+    inhibitory_fraction: float = 0.2,
+    steps: int = 300,
+) -> dict[str, np.ndarray]:
+    """:func:`train_linear_neuron` for each initial weight kind and potential, same data per kind.
+
+    Returns ``w_before`` (init x synapse), ``w_after`` (init x potential x synapse),
+    ``final_loss`` and ``first_loss`` (init x potential), and the labels ``inits``, ``potentials``.
+    """
+    root = np.random.SeedSequence(seed)
+    before, after, first, final = [], [], [], []
+    for kind, child in zip(inits, root.spawn(len(inits))):
+        rng = np.random.default_rng(child)
+        w0 = initial_weights(n_synapses, rng, kind, sigma, ratio, large_fraction, inhibitory_fraction)
+        data_seed = int(rng.integers(2**32))
+        runs = [train_linear_neuron(w0, p, seed=data_seed, steps=steps) for p in potentials]
+        before.append(w0)
+        after.append([r.w_after for r in runs])
+        first.append([r.losses[0] for r in runs])
+        final.append([r.losses[-1] for r in runs])
+    return {
+        "inits": np.array(inits, dtype=str),
+        "potentials": np.array([get_potential(p).name for p in potentials], dtype=str),
+        "w_before": np.array(before),
+        "w_after": np.array(after),
+        "first_loss": np.array(first),
+        "final_loss": np.array(final),
+    }
+
+
+def cached_learning_runs(root=None, **params) -> dict[str, np.ndarray]:
+    """:func:`learning_runs` through the results store (keyword arguments as there)."""
+    from .store import cached
+
+    params = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in params.items()}
+    return cached("biology_learning", params, lambda: learning_runs(**params), root=root)
+
+
+def log_mixture_fit(weights, n_components: int, seed: int = 0) -> dict[str, np.ndarray | float]:
+    """Fit a mixture of ``n_components`` Gaussians to ``log|weights|`` (a log-normal mixture).
+
+    Returns ``means``, ``stds``, ``fractions`` (sorted by mean) and ``bic`` (lower is better;
+    compares numbers of components, as in fits of synapse sizes by one or two log-normals).
+    """
+    from sklearn.mixture import GaussianMixture
+
+    w = np.asarray(weights, dtype=float).ravel()
+    if np.any(w == 0) or not np.all(np.isfinite(w)):
+        raise ValueError("log_mixture_fit needs finite, non-zero weights")
+    x = np.log(np.abs(w))[:, None]
+    model = GaussianMixture(n_components, random_state=seed, n_init=3).fit(x)
+    order = np.argsort(model.means_.ravel())
+    return {
+        "means": model.means_.ravel()[order],
+        "stds": np.sqrt(model.covariances_.ravel())[order],
+        "fractions": model.weights_[order],
+        "bic": float(model.bic(x)),
+    }
+
+
+# --------------------------------------------------------------------------- measurement simulation
+def change_scale(w0: np.ndarray, potential: str | Potential, rel_change: float) -> float:
+    """Dual-space change size that moves the median synapse by a fraction ``rel_change``.
+
+    To first order a dual change ``c * xi`` moves a weight by ``c * xi / phi''(w)``, i.e. by the
+    fraction ``c * xi / (|w| phi''(w))``; this returns ``c = rel_change * median(|w| phi''(w))``.
+    """
+    phi = get_potential(potential)
+    return float(rel_change * np.median(np.abs(w0) * phi.hess_diag(w0)))
+
+
+def simulate_measurements(
+    n: int,
+    true_potential: str | Potential,
+    rng: np.random.Generator,
+    *,
+    init: str = "lognormal",
+    sigma: float = 1.0,
+    ratio: float = 4.0,
+    large_fraction: float = 0.3,
+    inhibitory_fraction: float = 0.0,
+    rel_change: float = 0.3,
+    mult_noise: float = 0.0,
+    add_noise: float = 0.0,
+    detection_quantile: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Measured weights of ``n`` synapses before and after learning with ``true_potential``.
+
+    Learning: ``grad phi(w1) = grad phi(w0) + c * xi`` with xi standard normal and ``c`` from
+    :func:`change_scale`. Measurement, independently before and after: ``w * exp(mult_noise * e1)
+    + add_noise * e2`` (e1, e2 standard normal; sizes are in units of the median initial weight).
+    With ``detection_quantile = q > 0`` a synapse is observed only if both its measured sizes
+    exceed the q-quantile of the true initial sizes, so fewer than ``n`` rows may come back.
+    """
+    phi = get_potential(true_potential)
+    w0 = initial_weights(n, rng, init, sigma, ratio, large_fraction, inhibitory_fraction)
+    c = change_scale(w0, phi, rel_change)
+    w1 = phi.inv_grad(phi.grad(w0) + c * rng.standard_normal(w0.size), sign=np.sign(w0))
+
+    def measure(w):
+        noisy = w * np.exp(mult_noise * rng.standard_normal(w.size)) if mult_noise else w.copy()
+        if add_noise:
+            noisy = noisy + add_noise * rng.standard_normal(w.size)
+        return noisy
+
+    before, after = measure(w0), measure(w1)
+    if detection_quantile > 0:
+        threshold = np.quantile(np.abs(w0), detection_quantile)
+        seen = (np.abs(before) > threshold) & (np.abs(after) > threshold)
+        before, after = before[seen], after[seen]
+    return before, after
+
+
+def consistent_rows(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Mask of rows usable by sign-keeping candidates: non-zero and the same sign before and after."""
+    return (before != 0) & (after != 0) & (np.sign(before) == np.sign(after))
+
+
+def identification_accuracy(
+    n_values: Sequence[int],
+    true_potentials: Sequence[str] = POWER_CANDIDATES,
+    candidates: Sequence[str] = POWER_CANDIDATES,
+    reps: int = 100,
+    seed: int = 0,
+    n_observed_fraction: float = 1.0,
+    invalid: str = "drop_rows",
+    **condition,
+) -> dict[str, np.ndarray]:
+    """Fraction of simulated experiments whose lowest Delta-CDF is the true potential.
+
+    For each true potential and synapse count ``n`` (synapses that learn), ``reps`` experiments are
+    simulated with :func:`simulate_measurements` (keyword arguments ``condition``); a random
+    fraction ``n_observed_fraction`` of the synapses is observed. Synapses that are zero or change
+    sign after measurement cannot be analysed by a sign-keeping candidate; as in the ``identify``
+    tool, ``invalid="drop_rows"`` drops them for all candidates and ``"drop_candidates"`` drops
+    the sign-keeping candidates from experiments that have any.
+    Returns ``correct`` (truth x n), ``chosen`` (truth x n x candidate: share of experiments that
+    picked each candidate), ``mean_delta_cdf`` (truth x n x candidate; over experiments that
+    scored the candidate), ``kept`` (truth x n: mean number of rows analysed).
+    """
+    if not 0 < n_observed_fraction <= 1:
+        raise ValueError(f"n_observed_fraction must be in (0, 1], got {n_observed_fraction}")
+    if invalid not in ("drop_rows", "drop_candidates"):
+        raise ValueError(f"invalid must be 'drop_rows' or 'drop_candidates', got {invalid!r}")
+    phis = [get_potential(c) for c in candidates]
+    names = [p.name for p in phis]
+    truths = [get_potential(t).name for t in true_potentials]
+    missing = [t for t in truths if t not in names]
+    if missing:
+        raise ValueError(f"true potentials {missing} are not among the candidates {names}")
+    correct = np.zeros((len(truths), len(n_values)))
+    chosen = np.zeros((len(truths), len(n_values), len(names)))
+    delta_sum = np.zeros((len(truths), len(n_values), len(names)))
+    scored = np.zeros((len(truths), len(n_values), len(names)))
+    kept = np.zeros((len(truths), len(n_values)))
+    root = np.random.SeedSequence(seed)
+    for i, truth in enumerate(truths):
+        for j, n in enumerate(n_values):
+            rng = np.random.default_rng(root.spawn(1)[0])
+            hits = 0
+            for _ in range(reps):
+                before, after = simulate_measurements(int(n), truth, rng, **condition)
+                if n_observed_fraction < 1:
+                    seen = rng.random(before.size) < n_observed_fraction
+                    before, after = before[seen], after[seen]
+                rows = consistent_rows(before, after)
+                usable = [k for k, p in enumerate(phis) if rows.all() or not p.keeps_sign]
+                if invalid == "drop_rows" or len(usable) < 2:
+                    before, after, usable = before[rows], after[rows], list(range(len(phis)))
+                kept[i, j] += before.size / reps
+                if before.size < 3:
+                    continue  # nothing to analyse: counts as a failure
+                scores = np.array([delta_cdf(dual_change(before, after, phis[k])) for k in usable])
+                delta_sum[i, j, usable] += scores
+                scored[i, j, usable] += 1
+                pick = usable[int(np.argmin(scores))]
+                chosen[i, j, pick] += 1 / reps
+                hits += names[pick] == truth
+            correct[i, j] = hits / reps
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_delta = delta_sum / scored
+    return {"correct": correct, "chosen": chosen, "mean_delta_cdf": mean_delta, "kept": kept}
+
+
+def power_analysis(
+    conditions: Mapping[str, Mapping],
+    n_values: Sequence[int],
+    reps: int = 100,
+    seed: int = 0,
+    true_potentials: Sequence[str] = POWER_CANDIDATES,
+    candidates: Sequence[str] = POWER_CANDIDATES,
+) -> dict[str, np.ndarray]:
+    """:func:`identification_accuracy` for each named condition (a dict of its keyword arguments).
+
+    Returns arrays ``conditions`` (names), ``n_values``, ``true_potentials``, ``candidates``,
+    ``correct`` (condition x truth x n), ``accuracy`` (condition x n: mean over truths, i.e. each
+    truth equally likely), ``chosen``, ``mean_delta_cdf`` and ``kept``.
+    """
+    names = list(conditions)
+    results = [
+        identification_accuracy(n_values, true_potentials, candidates, reps, seed + 1000 * k, **conditions[name])
+        for k, name in enumerate(names)
+    ]
+    correct = np.stack([r["correct"] for r in results])
+    return {
+        "conditions": np.array(names, dtype=str),
+        "n_values": np.asarray(n_values, dtype=np.int64),
+        "true_potentials": np.array([get_potential(t).name for t in true_potentials], dtype=str),
+        "candidates": np.array([get_potential(c).name for c in candidates], dtype=str),
+        "correct": correct,
+        "accuracy": correct.mean(axis=1),
+        "chosen": np.stack([r["chosen"] for r in results]),
+        "mean_delta_cdf": np.stack([r["mean_delta_cdf"] for r in results]),
+        "kept": np.stack([r["kept"] for r in results]),
+    }
+
+
+def sign_keeping_accuracy(power: Mapping[str, np.ndarray], keeper: str = "negative_entropy") -> np.ndarray:
+    """Accuracy of the yes/no question "is the geometry ``keeper``?" (condition x n).
+
+    From a :func:`power_analysis` result: an experiment is right if it picks ``keeper`` when that
+    is the truth, and anything else when it is not; each truth equally likely. Confusing the
+    2-norm with the 3-norm does not count as an error here.
+    """
+    truths, candidates = list(power["true_potentials"]), list(power["candidates"])
+    k = candidates.index(keeper)
+    chosen = np.asarray(power["chosen"])[:, :, :, k]  # condition x truth x n
+    right = np.stack([chosen[:, t] if truth == keeper else 1 - chosen[:, t] for t, truth in enumerate(truths)], axis=1)
+    return right.mean(axis=1)
+
+
+def cached_power_analysis(
+    conditions: Mapping[str, Mapping],
+    n_values: Sequence[int],
+    reps: int = 100,
+    seed: int = 0,
+    root=None,
+) -> dict[str, np.ndarray]:
+    """:func:`power_analysis` through the results store (a rerun with the same inputs loads)."""
+    from .store import cached
+
+    params = {
+        "conditions": {k: dict(v) for k, v in conditions.items()},
+        "n_values": [int(n) for n in n_values],
+        "reps": int(reps),
+        "seed": int(seed),
+    }
+    return cached("biology_power", params, lambda: power_analysis(conditions, n_values, reps, seed), root=root)
+
+
+def describe_condition(overrides: Mapping) -> str:
+    """Words for a power-analysis condition, e.g. ``{"mult_noise": 0.1}`` -> "multiplicative noise 0.1"."""
+    words = {
+        "mult_noise": lambda v: f"multiplicative noise {v:g}",
+        "add_noise": lambda v: f"additive noise {v:g}",
+        "n_observed_fraction": lambda v: f"{100 * v:g}% of synapses observed",
+        "detection_quantile": lambda v: f"smallest {100 * v:g}% undetected",
+        "init": lambda v: "two-constant start" if v == "two_constant" else f"{v} start",
+        "invalid": lambda v: "sign changes rule out negative entropy" if v == "drop_candidates" else "sign changes dropped",
+        "sigma": lambda v: f"log-spread {v:g} at the start",
+        "rel_change": lambda v: f"learning change {v:g}",
+        "inhibitory_fraction": lambda v: f"{100 * v:g}% inhibitory",
+    }
+    parts = [words[k](v) if k in words else f"{k}={v}" for k, v in overrides.items()]
+    return ", ".join(parts) if parts else "perfect measurements"
+
+
+def synapses_for_accuracy(n_values: Sequence[int], accuracy: Sequence[float], target: float = 0.95) -> float:
+    """Smallest synapse count at which ``accuracy`` reaches ``target`` and stays there.
+
+    Interpolates linearly in log(n) between the last grid point below the target and the next
+    one; ``nan`` if the accuracy at the largest ``n`` is below the target; the smallest ``n`` if
+    every grid point reaches it.
+    """
+    n = np.asarray(n_values, dtype=float)
+    acc = np.asarray(accuracy, dtype=float)
+    if n.shape != acc.shape or n.ndim != 1 or n.size == 0:
+        raise ValueError("n_values and accuracy must be 1-d sequences of equal, non-zero length")
+    below = np.flatnonzero(acc < target)
+    if below.size == 0:
+        return float(n[0])
+    last = below[-1]
+    if last == n.size - 1:
+        return float("nan")
+    a0, a1 = acc[last], acc[last + 1]
+    t = (target - a0) / (a1 - a0)
+    return float(np.exp(np.log(n[last]) + t * (np.log(n[last + 1]) - np.log(n[last]))))

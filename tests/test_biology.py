@@ -1,0 +1,229 @@
+"""Tests for synaptic_geometry.biology: initial weights, learning simulations, power analysis."""
+
+import numpy as np
+import pytest
+
+from synaptic_geometry import biology as B
+from synaptic_geometry.gaussianity import delta_cdf, dual_change, identify
+
+
+def test_initial_weights_lognormal_and_dale_signs():
+    rng = np.random.default_rng(0)
+    w = B.initial_weights(20000, rng, "lognormal", sigma=0.7, inhibitory_fraction=0.2)
+    assert np.all(w != 0)
+    assert abs(np.mean(w < 0) - 0.2) < 0.02
+    logs = np.log(np.abs(w))
+    assert abs(np.median(logs)) < 0.03
+    assert abs(np.std(logs) - 0.7) < 0.02
+
+
+def test_initial_weights_two_constant():
+    rng = np.random.default_rng(1)
+    w = B.initial_weights(10000, rng, "two_constant", ratio=5.0, large_fraction=0.25)
+    assert set(np.unique(w)) == {1.0, 5.0}
+    assert abs(np.mean(w == 5.0) - 0.25) < 0.02
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"kind": "gamma"}, "unknown initial weight kind 'gamma'"),
+        ({"inhibitory_fraction": 1.5}, "inhibitory_fraction"),
+        ({"kind": "two_constant", "ratio": -1.0}, "ratio > 0"),
+    ],
+)
+def test_initial_weights_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        B.initial_weights(10, np.random.default_rng(0), **kwargs)
+
+
+def test_same_seed_same_weights():
+    a = B.initial_weights(50, np.random.default_rng(3), inhibitory_fraction=0.3)
+    b = B.initial_weights(50, np.random.default_rng(3), inhibitory_fraction=0.3)
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    rng = np.random.default_rng(2)
+    w0 = B.initial_weights(3000, rng, "lognormal", sigma=1.0, inhibitory_fraction=0.2)
+    return {p: B.train_linear_neuron(w0, p, seed=5, steps=200) for p in ("negative_entropy", "2-norm")}
+
+
+def test_exponentiated_gradient_keeps_every_sign(trained):
+    eg = trained["negative_entropy"]
+    assert eg.losses[-1] < 1e-3 * eg.losses[0]
+    assert not B.sign_flips(eg.w_before, eg.w_after).any()
+    assert np.all(np.sign(eg.w_after) == np.sign(eg.w_before))
+
+
+def test_gradient_descent_flips_small_weights(trained):
+    gd = trained["2-norm"]
+    assert gd.losses[-1] < 1e-3 * gd.losses[0]
+    flips = B.sign_flips(gd.w_before, gd.w_after)
+    assert flips.any()
+    # the synapses that flip are the small ones
+    assert np.median(np.abs(gd.w_before[flips])) < np.median(np.abs(gd.w_before))
+
+
+def test_learning_change_is_gaussian_in_its_own_geometry(trained):
+    eg = trained["negative_entropy"]
+    table = identify(eg.w_before, eg.w_after, candidates=("negative_entropy", "2-norm", "3-norm"))
+    assert table["candidate"].iloc[0] == "negative_entropy"
+    # log-normal start + Gaussian change of log|w|, nearly independent of it = log-normal end:
+    # the variances of log|w| add up (up to the small correlation)
+    change = dual_change(eg.w_before, eg.w_after, "negative_entropy")
+    before = np.log(np.abs(eg.w_before))
+    after = np.log(np.abs(eg.w_after))
+    assert abs(np.corrcoef(before, change * np.sign(eg.w_before))[0, 1]) < 0.1
+    assert abs(np.var(after) - (np.var(before) + np.var(change))) < 0.05 * np.var(after)
+    assert delta_cdf(after, centered=True) < 0.05
+
+
+def test_two_constant_start_gives_two_lognormal_classes():
+    rng = np.random.default_rng(4)
+    w0 = B.initial_weights(3000, rng, "two_constant", ratio=4.0, large_fraction=0.3)
+    eg = B.train_linear_neuron(w0, "negative_entropy", seed=1, steps=200)
+    logs = np.log(eg.w_after)
+    small, large = logs[w0 == 1.0], logs[w0 == 4.0]
+    # each class is its constant times a log-normal factor with the same spread
+    assert abs(np.median(large) - np.median(small) - np.log(4.0)) < 0.1
+    assert abs(np.std(large) / np.std(small) - 1) < 0.15
+    assert delta_cdf(small - small.mean()) < 0.1
+
+
+def test_train_refuses_zero_for_negative_entropy():
+    with pytest.raises(ValueError, match="zero"):
+        B.train_linear_neuron(np.array([1.0, 0.0, 2.0, 3.0]), "negative_entropy")
+
+
+def test_change_scale_moves_median_synapse_by_rel_change():
+    w0 = np.array([0.5, 1.0, 2.0])
+    assert B.change_scale(w0, "negative_entropy", 0.2) == pytest.approx(0.2)
+    assert B.change_scale(w0, "2-norm", 0.2) == pytest.approx(0.2 * 1.0)
+    assert B.change_scale(w0, "3-norm", 0.2) == pytest.approx(0.2 * 2 * 1.0)
+
+
+def test_simulated_measurements_without_noise_are_gaussian_in_true_geometry():
+    rng = np.random.default_rng(7)
+    for truth in ("negative_entropy", "2-norm", "3-norm"):
+        before, after = B.simulate_measurements(5000, truth, rng, rel_change=0.1)
+        keep = B.consistent_rows(before, after)
+        scores = identify(before[keep], after[keep], candidates=B.POWER_CANDIDATES)
+        assert scores["candidate"].iloc[0] == truth
+    before, after = B.simulate_measurements(2000, "negative_entropy", rng)
+    assert np.all(np.sign(before) == np.sign(after))
+
+
+def test_detection_limit_removes_small_synapses():
+    rng = np.random.default_rng(8)
+    before, after = B.simulate_measurements(4000, "negative_entropy", rng, detection_quantile=0.5)
+    assert 1000 < before.size < 2500
+    assert before.size == after.size
+
+
+def test_identification_accuracy_shapes_seed_and_easy_case():
+    kwargs = dict(n_values=[30, 1000], reps=10, seed=3)
+    first = B.identification_accuracy(**kwargs)
+    again = B.identification_accuracy(**kwargs)
+    np.testing.assert_array_equal(first["correct"], again["correct"])
+    assert first["correct"].shape == (3, 2)
+    assert first["mean_delta_cdf"].shape == (3, 2, 3)
+    assert np.all((first["correct"] >= 0) & (first["correct"] <= 1))
+    assert first["correct"][0, 1] == 1.0  # negative entropy, 1000 synapses, perfect measurements
+
+
+def test_multiplicative_noise_biases_towards_negative_entropy():
+    # measurement noise with the geometry of exponentiated gradient makes the 2-norm look wrong
+    result = B.identification_accuracy([2000], ("2-norm",), reps=10, seed=1, mult_noise=0.3)
+    assert result["correct"][0, 0] <= 0.2
+
+
+def test_observed_fraction_reduces_rows():
+    result = B.identification_accuracy([1000], ("negative_entropy",), reps=5, seed=0, n_observed_fraction=0.25)
+    assert 200 < result["kept"][0, 0] < 300
+    with pytest.raises(ValueError, match="n_observed_fraction"):
+        B.identification_accuracy([100], reps=1, n_observed_fraction=0)
+
+
+def test_truth_must_be_a_candidate():
+    with pytest.raises(ValueError, match="not among the candidates"):
+        B.identification_accuracy([100], ("1.5-norm",), reps=1)
+
+
+def test_power_analysis_through_store(tmp_path):
+    conditions = {"perfect": {}, "noisy": {"add_noise": 0.1}}
+    first = B.cached_power_analysis(conditions, [30, 100], reps=4, seed=0, root=tmp_path)
+    assert first["accuracy"].shape == (2, 2)
+    assert list(first["conditions"]) == ["perfect", "noisy"]
+    np.testing.assert_allclose(first["accuracy"], first["correct"].mean(axis=1))
+    stored = list((tmp_path / "biology_power").glob("*.npz"))
+    assert len(stored) == 1
+    again = B.cached_power_analysis(conditions, [30, 100], reps=4, seed=0, root=tmp_path)
+    np.testing.assert_array_equal(first["correct"], again["correct"])
+
+
+def test_synapses_for_accuracy():
+    n = [10, 100, 1000]
+    assert B.synapses_for_accuracy(n, [0.5, 0.9, 1.0]) == pytest.approx(10 ** 2.5)
+    assert B.synapses_for_accuracy(n, [0.96, 0.97, 0.99]) == 10
+    assert np.isnan(B.synapses_for_accuracy(n, [0.5, 0.99, 0.9]))
+    # a dip below the target after reaching it counts: the answer is after the last dip
+    assert B.synapses_for_accuracy([10, 100, 1000, 10000], [0.96, 0.9, 0.95, 1.0]) == pytest.approx(1000)
+    with pytest.raises(ValueError):
+        B.synapses_for_accuracy([1, 2], [0.5])
+
+
+def test_learning_runs_cached(tmp_path):
+    kwargs = dict(n_synapses=400, potentials=["negative_entropy", "2-norm"], seed=1, steps=50)
+    runs = B.cached_learning_runs(root=tmp_path, **kwargs)
+    assert runs["w_before"].shape == (2, 400)
+    assert runs["w_after"].shape == (2, 2, 400)
+    assert list(runs["potentials"]) == ["negative_entropy", "2-norm"]
+    assert np.all(runs["final_loss"] < runs["first_loss"])
+    assert not B.sign_flips(runs["w_before"][0], runs["w_after"][0, 0]).any()
+    again = B.cached_learning_runs(root=tmp_path, **kwargs)
+    np.testing.assert_array_equal(runs["w_after"], again["w_after"])
+    assert len(list((tmp_path / "biology_learning").glob("*.json"))) == 1
+
+
+def test_log_mixture_fit_recovers_two_lognormals():
+    rng = np.random.default_rng(0)
+    w = np.exp(np.r_[rng.normal(0.0, 0.3, 3000), rng.normal(2.0, 0.3, 1000)])
+    one, two = B.log_mixture_fit(w, 1), B.log_mixture_fit(w, 2)
+    assert two["bic"] < one["bic"]
+    np.testing.assert_allclose(two["means"], [0.0, 2.0], atol=0.05)
+    np.testing.assert_allclose(two["fractions"], [0.75, 0.25], atol=0.03)
+    with pytest.raises(ValueError, match="non-zero"):
+        B.log_mixture_fit([1.0, 0.0], 1)
+
+
+def test_describe_condition():
+    assert B.describe_condition({}) == "perfect measurements"
+    assert B.describe_condition({"mult_noise": 0.1, "n_observed_fraction": 0.25}) == (
+        "multiplicative noise 0.1, 25% of synapses observed"
+    )
+    assert B.describe_condition({"init": "two_constant"}) == "two-constant start"
+
+
+def test_chosen_shares_and_sign_policy():
+    result = B.identification_accuracy([300], reps=10, seed=2)
+    np.testing.assert_allclose(result["chosen"].sum(axis=2), 1.0)
+    np.testing.assert_allclose(result["correct"][:, 0], [result["chosen"][t, 0, t] for t in range(3)])
+    # with 2-norm truth some synapses cross zero: "drop_candidates" then never picks negative entropy
+    dropped = B.identification_accuracy([300], ("2-norm",), reps=10, seed=2, invalid="drop_candidates")
+    assert dropped["chosen"][0, 0, 0] == 0
+    assert dropped["kept"][0, 0] == 300
+    with pytest.raises(ValueError, match="invalid must be"):
+        B.identification_accuracy([30], reps=1, invalid="error")
+
+
+def test_sign_keeping_accuracy_ignores_confusion_between_norms():
+    power = {
+        "true_potentials": np.array(["negative_entropy", "2-norm", "3-norm"]),
+        "candidates": np.array(["negative_entropy", "2-norm", "3-norm"]),
+        # one condition, one n: truth -> shares picked
+        "chosen": np.array([[[[0.9, 0.1, 0.0]], [[0.0, 1.0, 0.0]], [[0.2, 0.8, 0.0]]]]),
+    }
+    # negative entropy right 0.9; 2-norm not called negative entropy 1.0; 3-norm 0.8 (all 2-norm picks count)
+    np.testing.assert_allclose(B.sign_keeping_accuracy(power), [[(0.9 + 1.0 + 0.8) / 3]])
