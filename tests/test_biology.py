@@ -227,3 +227,84 @@ def test_sign_keeping_accuracy_ignores_confusion_between_norms():
     }
     # negative entropy right 0.9; 2-norm not called negative entropy 1.0; 3-norm 0.8 (all 2-norm picks count)
     np.testing.assert_allclose(B.sign_keeping_accuracy(power), [[(0.9 + 1.0 + 0.8) / 3]])
+
+
+# --- tables of the chapter -----------------------------------------------------------------------
+
+
+def _runs_from(trained_runs, w0):
+    return {"inits": np.array(["lognormal"]), "potentials": np.array(list(trained_runs)), "w_before": w0[None],
+            "w_after": np.array([[t.w_after for t in trained_runs.values()]]),
+            "first_loss": np.array([[t.losses[0] for t in trained_runs.values()]]),
+            "final_loss": np.array([[t.losses[-1] for t in trained_runs.values()]])}
+
+
+def test_sign_change_table_counts_by_type():
+    runs = {"inits": np.array(["lognormal"]), "potentials": np.array(["negative_entropy", "2-norm"]),
+            "w_before": np.array([[1.0, -1.0, 0.5, -0.2, 2.0]]),
+            "w_after": np.array([[[1.0, -1.0, 0.5, -0.2, 2.0], [-1.0, 1.0, 0.5, 0.3, 0.0]]]),
+            "first_loss": np.array([[2.0, 2.0]]), "final_loss": np.array([[0.1, 0.2]])}
+    table = B.sign_change_table(runs)
+    assert list(table["rule"]) == ["negative_entropy", "2-norm"]
+    assert list(table["sign changes"]) == [0, 4]  # a weight that reaches zero counts
+    assert list(table["excitatory turned inhibitory"]) == [0, 2]
+    assert list(table["inhibitory turned excitatory"]) == [0, 2]
+    assert list(table["loss after"]) == [0.1, 0.2]
+
+
+def test_log_shape_table_on_known_shapes():
+    rng = np.random.default_rng(1)
+    n = 4000
+    lognormal = np.exp(rng.normal(0.0, 0.5, n))
+    two = np.where(np.arange(n) < n // 2, 1.0, 8.0) * np.exp(rng.normal(0.0, 0.2, n))
+    runs = {"inits": np.array(["lognormal", "two_constant"]), "potentials": np.array(["negative_entropy"]),
+            "w_before": np.ones((2, n)), "w_after": np.stack([lognormal, two])[:, None]}
+    runs["w_after"][0, 0, :10] *= -1  # sign changes are left out
+    table = B.log_shape_table(runs, seed=0)
+    assert list(table["start"]) == ["lognormal", "two_constant"]
+    assert abs(table.loc[0, "skewness of log|w| after"]) < 0.15
+    assert table.loc[1, "BIC(2 log-normals) - BIC(1)"] < -100  # two components win clearly
+    assert len(table.loc[0, "log-spread per component"]) == 1
+    np.testing.assert_allclose(table.loc[0, "log-spread per component"], [0.5], atol=0.03)
+    np.testing.assert_allclose(table.loc[1, "log-spread per component"], [0.2, 0.2], atol=0.03)
+
+
+def test_identification_table_names_the_training_geometry(trained):
+    runs = _runs_from(trained, trained["2-norm"].w_before)
+    table = B.identification_table(runs)
+    assert list(table["trained with"]) == ["negative_entropy", "2-norm"]
+    assert list(table["identified"]) == ["negative_entropy", "2-norm"]
+    eg = trained["negative_entropy"]
+    direct = identify(eg.w_before, eg.w_after, candidates=B.POWER_CANDIDATES)
+    for c, d in zip(direct["candidate"], direct["delta_cdf"]):
+        assert table.loc[0, f"Delta-CDF {c}"] == pytest.approx(d)
+
+
+def test_synapses_needed_table():
+    power = {"conditions": np.array(["perfect", "noisy"]), "n_values": np.array([10, 100, 1000]),
+             "true_potentials": np.array(["negative_entropy", "2-norm"]),
+             "candidates": np.array(["negative_entropy", "2-norm"]),
+             "accuracy": np.array([[0.5, 0.9, 1.0], [0.5, 0.6, 0.7]]),
+             "correct": np.array([[[0.96, 0.97, 0.99], [0.5, 0.9, 1.0]], [[1.0, 1.0, 1.0], [0.0, 0.2, 0.4]]]),
+             # condition x truth x n x candidate
+             "chosen": np.zeros((2, 2, 3, 2))}
+    power["chosen"][..., 0] = [[[1, 1, 1], [0, 0, 0]], [[1, 1, 1], [1, 1, 1]]]
+    table = B.synapses_needed_table(power)
+    assert list(table.index) == ["perfect", "noisy"]
+    assert list(table.columns) == ["accuracy", "sign-keeping accuracy", "true negative_entropy named",
+                                   "true 2-norm named"]
+    assert table.loc["perfect", "accuracy"] == pytest.approx(10 ** 2.5)
+    assert table.loc["perfect", "true negative_entropy named"] == 10
+    assert table.loc["perfect", "sign-keeping accuracy"] == 10  # always right
+    assert np.isnan(table.loc["noisy", "accuracy"])
+    assert np.isnan(table.loc["noisy", "sign-keeping accuracy"])  # 2-norm always called negative entropy
+
+
+def test_noise_tolerance():
+    levels = [0.1, 0.001, 0.01, 0.03]
+    assert B.noise_tolerance(levels, [0.5, 1.0, 0.97, 0.96]) == 0.03
+    assert B.noise_tolerance(levels, [0.99, 1.0, 0.9, 0.99]) == 0.001  # stops at the first shortfall
+    assert np.isnan(B.noise_tolerance(levels, [1.0, 0.9, 1.0, 1.0]))
+    assert B.noise_tolerance(levels, [1.0] * 4, target=1.0) == 0.1
+    with pytest.raises(ValueError, match="equal length"):
+        B.noise_tolerance(levels, [1.0])

@@ -102,3 +102,17 @@ def test_cli_reports_errors_with_exit_code(capsys):
     assert main(["frobnicate"]) == 2
     with pytest.raises(SystemExit):
         main(["book", "build", "--profile", "huge"])
+
+
+def test_console_script_dispatches_identify(tmp_path, capsys):
+    import subprocess
+    import sys
+    from pathlib import Path as _Path
+
+    from synaptic_geometry.cli import main
+
+    assert main(["identify", str(tmp_path / "missing.csv"), str(tmp_path / "other.csv")]) == 1
+    assert "missing.csv" in capsys.readouterr().err
+    script = _Path(sys.executable).parent / "synaptic-geometry"
+    listing = subprocess.run([str(script), "--help"], capture_output=True, text=True)
+    assert listing.returncode == 0 and "identify" in listing.stdout and "book" in listing.stdout

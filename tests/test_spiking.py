@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from synaptic_geometry import spiking as S
+from synaptic_geometry.gaussianity import delta_cdf, domain_mask, identify
 from synaptic_geometry.spiking import (
     Neuron,
     SingularMetricError,
@@ -248,3 +250,179 @@ def test_kl_rate_zero_at_teacher_and_positive_elsewhere(setup):
 
     assert kl_rate(teacher, teacher, samples) == pytest.approx(0.0, abs=1e-12)
     assert np.all(kl_rate(students, teacher, samples) > 0)
+
+
+# --- analysis of experiment results (the chapter's tables) -----------------------------------
+
+
+def test_time_to_fraction_on_hand_made_curve():
+    times = np.array([0.0, 1.0, 2.0, 3.0])
+    kl = np.array([[4.0, 3.0, 1.0, 0.5], [4.0, 2.0, 1.0, 1.0], [4.0, 2.5, 2.0, 0.2]])
+    # median over runs: 4, 2.5, 1, 0.5 -> first at or below 4/4 = 1 is t = 2
+    assert S.time_to_fraction(kl, times) == 2.0
+    assert S.time_to_fraction(kl, times, fraction=0.5) == 2.0  # 2.5 > 2
+    assert S.time_to_fraction(kl, times, fraction=0.1) == float("inf")
+    with pytest.raises(ValueError, match="shape"):
+        S.time_to_fraction(kl[:, :3], times)
+
+
+def test_group_weight_error():
+    rates = np.array([10.0, 10.0, 50.0, 50.0])
+    teacher = np.array([3.0, 4.0, 1.0, 0.0])
+    weights = np.array([[3.0, 4.0, 2.0, 0.0], [0.0, 4.0, 1.0, 0.0], [3.0, 4.0, 1.0, 0.0]])
+    # low group: relative errors 0, 3/5, 0 -> median 0; high group: 1, 0, 0 -> median 0
+    assert S.group_weight_error(weights, teacher, rates, "low") == 0.0
+    assert S.group_weight_error(weights[:2], teacher, rates, "low") == pytest.approx(0.3)
+    assert S.group_weight_error(weights[:2], teacher, rates, "high") == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="'low' or 'high'"):
+        S.group_weight_error(weights, teacher, rates, "middle")
+
+
+def _fake_speed():
+    times = np.arange(8.0)
+    kl = np.array([[8.0, 4, 2, 1, 1, 1, 1, 1], [8.0, 6, 4, 3, 2, 2, 2, 2]])
+    teacher = np.array([1.0, 1.0, 2.0, 2.0])
+    weights = np.zeros((2, 8, 4))
+    weights[:, -1] = [[1.0, 1.0, 2.0, 2.0], [0.0, 1.0, 2.0, 2.0]]
+    out = {"times": times, "rates": np.array([10.0, 10.0, 50.0, 50.0]), "teacher": teacher,
+           "w0": weights[:, 0], "best_lr_euclidean": np.array(1e-5), "best_lr_natural_gaussian": np.array(3e-6)}
+    for rule, scale in (("euclidean", 1.0), ("natural_gaussian", 0.5)):
+        out[f"kl_{rule}"] = kl * scale
+        out[f"weight_error_{rule}"] = np.tile(np.linspace(1, 0.1, 8), (2, 1))
+        out[f"rate_error_{rule}"] = np.tile(np.linspace(5, 1, 8), (2, 1))
+        out[f"weights_{rule}"] = weights
+        out[f"tune_lrs_{rule}"] = np.array([1e-6, 1e-5])
+        out[f"tune_scores_{rule}"] = np.array([0.3, 0.2])
+    out["kl_natural_numeric"] = kl[:1]
+    out["weight_error_natural_numeric"] = out["weight_error_euclidean"][:1]
+    out["rate_error_natural_numeric"] = out["rate_error_euclidean"][:1]
+    return out
+
+
+def test_learning_speed_table_values():
+    speed = _fake_speed()
+    table = S.learning_speed_table(speed)
+    assert list(table.index) == ["euclidean", "natural_gaussian", "natural_numeric",
+                                 "natural_gaussian, same runs as estimated"]
+    row = table.loc["euclidean"]
+    # median KL 8, 5, 3, 2, 1.5, ... -> first <= 2 at t = 3; late quarter = last 2 records
+    assert row["time to KL/4 (s)"] == 3.0
+    assert row["late KL (nats/s)"] == pytest.approx(1.5)
+    assert row["late KL sem"] == pytest.approx(0.5 / np.sqrt(2))
+    assert row["lr"] == 1e-5 and row["runs"] == 2
+    assert row["final weight error"] == pytest.approx(0.1)
+    assert row["weight error, 10 Hz group"] == pytest.approx(np.median([0.0, 1 / np.sqrt(2)]))
+    assert row["weight error, 50 Hz group"] == 0.0
+    assert table.loc["natural_gaussian", "late KL (nats/s)"] == pytest.approx(0.75)
+    assert table.loc["natural_numeric", "lr"] == 3e-6  # runs at the Gaussian-metric lr
+    same = table.loc["natural_gaussian, same runs as estimated"]
+    assert same["runs"] == 1 and same["late KL (nats/s)"] == pytest.approx(0.5)
+    assert np.isnan(same["weight error, 10 Hz group"])  # group errors only over all runs
+    tuning = S.tuning_table(speed)
+    assert list(tuning["rule"]) == ["euclidean"] * 2 + ["natural_gaussian"] * 2
+    # w0 = 0: the total change is the final weights, the target change the teacher
+    expected = np.corrcoef([1.0, 1, 2, 2, 0, 1, 2, 2], [1.0, 1, 2, 2, 1, 1, 2, 2])[0, 1]
+    assert S.change_target_correlation(speed, "euclidean") == pytest.approx(expected)
+
+
+def test_democracy_table_on_constructed_trajectories():
+    n, k = 8, 2
+    alpha = np.geomspace(0.1, 1.0, n)
+    teacher = np.ones(n)
+    start = np.zeros((k, n))
+    # plain runs remove all the error, attenuated runs half of it on every synapse
+    plain = np.stack([start, start + 1.0], axis=1)
+    attenuated = np.stack([start, start + 0.5], axis=1)
+    demo = {"alpha": alpha, "teacher": teacher, "v0": start,
+            "somatic_euclidean": np.concatenate([plain, attenuated]),
+            "somatic_natural_gaussian": np.concatenate([plain, plain])}
+    table = S.democracy_table(demo)
+    assert list(table.index) == ["euclidean", "natural_gaussian"]
+    assert table.loc["natural_gaussian", "max |attenuated - plain| / max somatic change"] == 0.0
+    assert table.loc["euclidean", "max |attenuated - plain| / max somatic change"] == pytest.approx(0.5)
+    assert table.loc["euclidean", "error removed, distal quarter"] == pytest.approx(0.5)
+    assert table.loc["euclidean", "error removed without attenuation (distal set)"] == pytest.approx(1.0)
+    distal, proximal = S.attenuation_groups(alpha)
+    assert distal.sum() == proximal.sum() == 2 and not np.any(distal & proximal)
+    assert np.all(alpha[distal] < alpha[proximal].min())
+
+
+def _fake_het():
+    rng = np.random.default_rng(0)
+    trials, n = 5, 10
+    weights = rng.normal(1.0, 0.3, (trials, n))
+    stim = np.arange(n) < 3
+    gauss = np.where(stim, 1.0, -0.2 - 0.1 * weights)  # affine in the weight, opposite sign
+    numeric = np.where(stim, 1.0, -0.2 - 0.1 * weights[::-1])  # other trials' weights: weaker relation
+    euclid = np.where(stim, 2.0, 0.0) + 0 * weights
+    return {"weights": weights, "stimulated": stim, "dw_euclidean": euclid, "dw_natural_gaussian": gauss,
+            "dw_natural_numeric": numeric, "dw_natural_numeric_100": gauss, "dw_natural_numeric_50": 2 * gauss}
+
+
+def test_heterosynaptic_analysis_on_constructed_changes():
+    het = _fake_het()
+    table = S.heterosynaptic_table(het)
+    assert table.loc["euclidean", "mean |change|, unstimulated"] == 0.0
+    assert np.isnan(table.loc["euclidean", "R^2 of change vs weight (per trial, median)"])
+    assert table.loc["natural_gaussian", "R^2 of change vs weight (per trial, median)"] == pytest.approx(1.0)
+    assert table.loc["natural_gaussian", "trials with opposite signs"] == 1.0
+    unstim = het["dw_natural_gaussian"][:, 3:]
+    assert table.loc["natural_gaussian", "|unstimulated| / |stimulated|"] == pytest.approx(np.abs(unstim).mean())
+    assert S.pattern_correlation(het, "dw_natural_gaussian") == pytest.approx(1.0)
+    assert S.pattern_correlation(het, "dw_natural_numeric") < 0.99
+    assert S.heterosynaptic_spread(het, "dw_natural_gaussian") == pytest.approx(
+        np.median(unstim.std(1) / np.abs(unstim.mean(1))))
+    assert S.heterosynaptic_mean_ratio(het) == pytest.approx(het["dw_natural_numeric"][:, 3:].mean() / unstim.mean())
+    assert S.estimated_metric_keys(het, 20) == {20: "dw_natural_numeric", 50: "dw_natural_numeric_50",
+                                                100: "dw_natural_numeric_100"}
+    noise = S.sampling_noise_table(het, 20)
+    assert list(noise.index) == [20, 50, 100]
+    assert noise.loc[100, "correlation with the Gaussian-metric pattern"] == pytest.approx(1.0)
+    assert S.estimated_metric_self_correlation(het, 20) == pytest.approx(1.0)  # 2 * gauss vs gauss
+    del het["dw_natural_numeric_50"], het["dw_natural_numeric_100"]
+    assert np.isnan(S.estimated_metric_self_correlation(het, 20))
+
+
+def test_gain_slope_and_blocked_gap():
+    variance = np.geomspace(1.0, 100.0, 20)
+    gain = np.stack([3.0 / variance, 5.0 / variance])
+    assert S.gain_slope(variance, gain) == pytest.approx(-1.0)
+    assert S.gain_slope(variance, variance**0.5) == pytest.approx(0.5)
+    blocks = {"w0": np.zeros(2), "w_1": np.array([3.0, 4.0]), "w_20": np.array([3.0, 4.5])}
+    assert S.blocked_update_gap(blocks) == pytest.approx(0.1)
+
+
+def test_blocked_and_per_step_updates_agree():
+    blocks = S.blocked_vs_per_step_experiment(n_inputs=10, duration=1.0, seed=0)
+    assert set(blocks) == {"w0", "w_1", "w_20"}
+    assert 0 < S.blocked_update_gap(blocks) < 0.05
+
+
+def test_identify_changes_and_dual_space_table(setup):
+    teacher, students, samples = setup
+    rng = np.random.default_rng(5)
+    weights = students[:, None, :] + np.cumsum(rng.normal(0, 1e-3, (3, 20, RATES.size)), axis=1)
+    weights[:, 0] = students
+    table = S.identify_changes(weights)
+    assert list(table.columns) == ["early (10 % of the run)", "end"]
+    before, after = students.ravel(), weights[:, -1].ravel()
+    keep = domain_mask(before, after)
+    assert 0 < (~keep).sum()  # some weights change sign: left out for every candidate
+    direct = identify(before[keep], after[keep]).set_index("candidate")["delta_cdf"]
+    np.testing.assert_allclose(table["end"].loc[direct.index], direct)
+    speed = {"rates": RATES, "weights_euclidean": weights, "weights_natural_gaussian": weights[::-1]}
+    psi = S.dual_space_table(speed, samples)
+    assert list(psi.index) == [(r, w) for r in ("euclidean", "natural_gaussian") for w in ("early", "end")]
+    change = weights[:, -1] - weights[:, 0]
+    assert psi.loc[("euclidean", "end"), "DeltaCDF, 2-norm (pooled)"] == pytest.approx(delta_cdf(change.ravel()))
+    assert psi.loc[("euclidean", "end"), "DeltaCDF, 2-norm, 10 Hz group"] == pytest.approx(
+        delta_cdf(change[:, :10].ravel()))
+    assert np.all((psi.to_numpy() >= 0) & (psi.to_numpy() < 1))
+
+
+def test_psp_statistics_match_campbell():
+    stats = S.psp_statistics([10.0, 40.0], 100_000, seed=2)
+    assert list(stats["rate (Hz)"]) == [10.0, 40.0]
+    np.testing.assert_allclose(stats["measured rate (Hz)"], [10.0, 40.0], rtol=0.15)
+    np.testing.assert_allclose(stats["mean PSP / (rate a1)"], 1.0, rtol=0.15)
+    np.testing.assert_allclose(stats["PSP variance / (rate a2)"], 1.0, rtol=0.3)

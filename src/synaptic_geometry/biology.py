@@ -16,6 +16,7 @@ threshold. The power analysis asks how often the lowest Delta-CDF among the cand
 the true potential.
 
 Sizes are in units of the median initial weight magnitude (Delta-CDF does not depend on units).
+The last section turns both kinds of results into the chapter's tables.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
-from .gaussianity import delta_cdf, dual_change
+from .gaussianity import delta_cdf, dual_change, identify
 from .potentials import Potential, get_potential
 
 INIT_KINDS = ("lognormal", "two_constant")
@@ -50,6 +52,12 @@ __all__ = [
     "cached_power_analysis",
     "synapses_for_accuracy",
     "describe_condition",
+    "LOG_COMPONENTS",
+    "sign_change_table",
+    "log_shape_table",
+    "identification_table",
+    "synapses_needed_table",
+    "noise_tolerance",
 ]
 
 
@@ -454,3 +462,109 @@ def synapses_for_accuracy(n_values: Sequence[int], accuracy: Sequence[float], ta
     a0, a1 = acc[last], acc[last + 1]
     t = (target - a0) / (a1 - a0)
     return float(np.exp(np.log(n[last]) + t * (np.log(n[last + 1]) - np.log(n[last]))))
+
+
+# --------------------------------------------------------------------------- tables of the chapter
+LOG_COMPONENTS = {"lognormal": 1, "two_constant": 2}
+"""Log-normal components expected after exponentiated gradient, per initial weight kind."""
+
+
+def sign_change_table(runs: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Per start and rule of :func:`learning_runs`: losses and sign changes by type of synapse.
+
+    Columns: start (initial weight kind), rule (potential), loss before, loss after, sign
+    changes, excitatory turned inhibitory, inhibitory turned excitatory.
+    """
+    rows = []
+    for i, init in enumerate(runs["inits"]):
+        for j, pot in enumerate(runs["potentials"]):
+            w0, w1 = runs["w_before"][i], runs["w_after"][i, j]
+            flips = sign_flips(w0, w1)
+            rows.append({
+                "start": str(init), "rule": str(pot),
+                "loss before": runs["first_loss"][i, j], "loss after": runs["final_loss"][i, j],
+                "sign changes": int(flips.sum()),
+                "excitatory turned inhibitory": int((flips & (w0 > 0)).sum()),
+                "inhibitory turned excitatory": int((flips & (w0 < 0)).sum()),
+            })
+    return pd.DataFrame(rows)
+
+
+def log_shape_table(runs: Mapping[str, np.ndarray], seed: int = 0) -> pd.DataFrame:
+    """Per start and rule of :func:`learning_runs`: the shape of log|w| after learning.
+
+    Synapses that changed sign are left out. Columns: start, rule, skewness of log|w| after,
+    BIC(2 log-normals) - BIC(1) (negative: two components fit better), and the log-spread of
+    each component of the :data:`LOG_COMPONENTS` fit for the start (a tuple of floats).
+    """
+    from scipy import stats
+
+    rows = []
+    for i, init in enumerate(runs["inits"]):
+        w0 = runs["w_before"][i]
+        for j, pot in enumerate(runs["potentials"]):
+            w1 = runs["w_after"][i, j]
+            kept = w1[~sign_flips(w0, w1)]
+            fits = {k: log_mixture_fit(kept, k, seed) for k in (1, 2)}
+            rows.append({
+                "start": str(init), "rule": str(pot),
+                "skewness of log|w| after": float(stats.skew(np.log(np.abs(kept)))),
+                "BIC(2 log-normals) - BIC(1)": fits[2]["bic"] - fits[1]["bic"],
+                "log-spread per component": tuple(float(s) for s in fits[LOG_COMPONENTS[str(init)]]["stds"]),
+            })
+    return pd.DataFrame(rows)
+
+
+def identification_table(runs: Mapping[str, np.ndarray],
+                         candidates: Sequence[str] = POWER_CANDIDATES) -> pd.DataFrame:
+    """Per start and rule of :func:`learning_runs`: the identified potential and each candidate's Delta-CDF.
+
+    Synapses that changed sign are left out (negative entropy cannot analyse them). Columns:
+    start, trained with, identified, ``Delta-CDF <candidate>`` (ordered as ranked in the first row).
+    """
+    rows = []
+    for i, init in enumerate(runs["inits"]):
+        w0 = runs["w_before"][i]
+        for j, pot in enumerate(runs["potentials"]):
+            w1 = runs["w_after"][i, j]
+            keep = ~sign_flips(w0, w1)
+            table = identify(w0[keep], w1[keep], candidates=list(candidates))
+            rows.append({"start": str(init), "trained with": str(pot), "identified": table["candidate"].iloc[0],
+                         **{f"Delta-CDF {c}": d for c, d in zip(table["candidate"], table["delta_cdf"])}})
+    return pd.DataFrame(rows)
+
+
+def synapses_needed_table(power: Mapping[str, np.ndarray], target: float = 0.95) -> pd.DataFrame:
+    """Synapses needed to reach ``target`` (:func:`synapses_for_accuracy`), per condition and measure.
+
+    Rows: the conditions of a :func:`power_analysis` result. Columns: accuracy, sign-keeping
+    accuracy, and ``true <potential> named`` (share of experiments naming that true potential).
+    ``nan`` where the target is not reached at the largest synapse count.
+    """
+    n_values = power["n_values"]
+    sign_keeping = sign_keeping_accuracy(power)
+    rows = {}
+    for c, name in enumerate(power["conditions"]):
+        row = {"accuracy": synapses_for_accuracy(n_values, power["accuracy"][c], target),
+               "sign-keeping accuracy": synapses_for_accuracy(n_values, sign_keeping[c], target)}
+        for t, truth in enumerate(power["true_potentials"]):
+            row[f"true {truth} named"] = synapses_for_accuracy(n_values, power["correct"][c, t], target)
+        rows[str(name)] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def noise_tolerance(levels: Sequence[float], shares: Sequence[float], target: float = 0.95) -> float:
+    """Largest noise level whose share, and the share at every smaller level, reaches ``target``.
+
+    ``nan`` if the smallest level already falls short.
+    """
+    levels, shares = np.asarray(levels, dtype=float), np.asarray(shares, dtype=float)
+    if levels.shape != shares.shape or levels.ndim != 1:
+        raise ValueError("levels and shares must be 1-d of equal length; "
+                         f"got shapes {levels.shape} and {shares.shape}")
+    tolerance = float("nan")
+    for k in np.argsort(levels, kind="stable"):
+        if shares[k] < target:
+            break
+        tolerance = float(levels[k])
+    return tolerance
