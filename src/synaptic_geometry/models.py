@@ -1,0 +1,185 @@
+"""Networks for the finetuning protocol, a registry by name, and the rule that picks analysed weights.
+
+Our own small models (MLP, a residual convolutional network, the paper's tanh RNN reading an
+image row by row) and torchvision's ImageNet architectures are built through one function,
+:func:`build`. The weights analysed after finetuning are chosen by :func:`analysed_weights` with
+one rule for every architecture: the ``weight`` of every ``nn.Conv1d/2d/3d`` and ``nn.Linear``
+module, except the readout, defined as the last ``nn.Linear`` in registration order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+ANALYSED_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+class MLP(nn.Module):
+    """Flatten, then ``Linear -> ReLU`` per hidden width, then a linear readout."""
+
+    def __init__(self, in_shape: tuple[int, ...], n_classes: int, hidden: tuple[int, ...] = (256, 256)):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = int(np.prod(in_shape))
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        self.features = nn.Sequential(*layers)
+        self.readout = nn.Linear(width, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.features(x))
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 convolutions with batch norm and an identity shortcut (ResNet's basic block)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.norm1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.norm2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.norm1(self.conv1(x)))
+        return torch.relu(x + self.norm2(self.conv2(out)))
+
+
+class ConvNet(nn.Module):
+    """A small residual network: stem conv, blocks, a strided conv doubling the width, blocks, pool, readout."""
+
+    def __init__(self, in_shape: tuple[int, ...], n_classes: int, width: int = 16, blocks: int = 1):
+        super().__init__()
+        channels = in_shape[0]
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+            *[ResidualBlock(width) for _ in range(blocks)],
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(),
+            *[ResidualBlock(2 * width) for _ in range(blocks)],
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.readout = nn.Linear(2 * width, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.features(x))
+
+
+class TanhRNN(nn.Module):
+    """The paper's recurrent model: h_t = tanh(W_in x_t + W_rec h_{t-1} + b), readout of h at the last step.
+
+    An image (batch, 1, rows, columns) is read one row per time step. ``W_in`` and ``W_rec`` are
+    ``nn.Linear`` modules so that the one analysed-weight rule covers them (the paper analysed
+    ``W_rec`` alone; the per-layer analysis shows it separately).
+    """
+
+    def __init__(self, in_shape: tuple[int, ...], n_classes: int, hidden: int = 100):
+        super().__init__()
+        if len(in_shape) != 3 or in_shape[0] != 1:
+            raise ValueError(f"TanhRNN reads one-channel images row by row; got image shape {in_shape}")
+        self.input = nn.Linear(in_shape[2], hidden)
+        self.recurrent = nn.Linear(hidden, hidden, bias=False)
+        self.readout = nn.Linear(hidden, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x[:, 0]  # (batch, steps, features)
+        drive = self.input(rows)  # all input projections at once
+        h = torch.zeros(x.shape[0], self.recurrent.in_features, dtype=x.dtype, device=x.device)
+        for t in range(rows.shape[1]):
+            h = torch.tanh(drive[:, t] + self.recurrent(h))
+        return self.readout(h)
+
+
+Builder = Callable[[tuple[int, ...], int], nn.Module]
+ARCHITECTURES: dict[str, Builder] = {
+    "mlp": lambda s, k: MLP(s, k, (256, 256)),
+    "mlp-tiny": lambda s, k: MLP(s, k, (32,)),
+    "convnet": lambda s, k: ConvNet(s, k, width=8, blocks=1),
+    "convnet-tiny": lambda s, k: ConvNet(s, k, width=4, blocks=1),
+    "rnn-100": lambda s, k: TanhRNN(s, k, 100),
+    "rnn-1000": lambda s, k: TanhRNN(s, k, 1000),
+    "rnn-tiny": lambda s, k: TanhRNN(s, k, 16),
+}
+TORCHVISION_ARCHITECTURES = (
+    "resnet18", "resnet34", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
+    "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3",
+)
+
+
+def known_architectures() -> list[str]:
+    return list(ARCHITECTURES) + list(TORCHVISION_ARCHITECTURES)
+
+
+def is_torchvision(name: str) -> bool:
+    return name in TORCHVISION_ARCHITECTURES
+
+
+def build(name: str, in_shape: tuple[int, ...] = (1, 28, 28), n_classes: int = 10, seed: int = 0) -> nn.Module:
+    """A freshly initialised network by name (initialisation seeded with ``seed``)."""
+    if name in TORCHVISION_ARCHITECTURES:
+        return build_torchvision(name)
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(known_architectures())}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ARCHITECTURES[name](tuple(in_shape), n_classes)
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors from a ``.npz`` (no pickle) or a ``torch.save`` file of tensors (``weights_only=True``)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                return {k: torch.as_tensor(data[k]) for k in data.files}
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"weights file {path} is corrupt or not a plain tensor file "
+                         f"({type(error).__name__}: {error}); delete or replace it") from error
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"weights file {path} must hold a dict of tensors (a state dict)")
+    return state
+
+
+def build_torchvision(name: str, weights_path: str | Path | None = None, download: bool = False) -> nn.Module:
+    """A torchvision ImageNet network with weights from ``weights_path`` or, if ``download``, torchvision's hub."""
+    if name not in TORCHVISION_ARCHITECTURES:
+        raise ValueError(f"unknown torchvision architecture {name!r}; known: {', '.join(TORCHVISION_ARCHITECTURES)}")
+    from .data import _torchvision
+
+    models = _torchvision().models
+    if weights_path is not None:
+        model = models.get_model(name, weights=None)
+        model.load_state_dict(load_state_dict_file(weights_path))
+        return model
+    if download:
+        return models.get_model(name, weights="DEFAULT")
+    raise ValueError(f"{name} needs pretrained ImageNet weights: pass weights_path=<state dict file> "
+                     "or download=True (needs a network)")
+
+
+def readout_name(model: nn.Module) -> str:
+    """Name of the readout: the last ``nn.Linear`` in registration order."""
+    linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear readout")
+    return linears[-1]
+
+
+def analysed_weights(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The analysed weights: ``weight`` of every conv and linear module except the readout, by parameter name."""
+    readout = readout_name(model)
+    return {f"{name}.weight": module.weight for name, module in model.named_modules()
+            if isinstance(module, ANALYSED_TYPES) and name != readout}
+
+
+def n_analysed(model: nn.Module) -> int:
+    """D, the number of analysed weights."""
+    return sum(p.numel() for p in analysed_weights(model).values())

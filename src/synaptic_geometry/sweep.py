@@ -1,0 +1,199 @@
+"""A resumable sweep runner: independent jobs, results in the store, local processes or SLURM.
+
+A job is a dict of JSON parameters handed to a job function ``fn(params, root) -> dict of arrays``
+(a callable importable by name, or a ``"module:function"`` string). Each result is saved by
+:func:`synaptic_geometry.store.cached` under ``<root>/<name>/<key>.npz``; the store writes under a
+temporary name and renames, so a job is *done* exactly when its ``.npz`` exists, and a job killed
+half-way leaves nothing that looks finished. Rerunning a sweep skips done jobs and runs the rest.
+
+Executors: ``"serial"`` (in this process), ``"local"`` (a ``ProcessPoolExecutor`` on local cores)
+and ``"submitit"`` (SLURM through submitit; ``cluster="local"`` runs submitit's local executor,
+which is how the tests exercise that path). A failing job is recorded with its error and
+traceback, the sweep goes on, and :meth:`SweepResult.summary` lists the failures.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import importlib
+import json
+import multiprocessing
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import store
+
+EXECUTORS = ("serial", "local", "submitit")
+JobFn = Callable[[dict, object], dict]
+
+
+def resolve(fn: JobFn | str) -> JobFn:
+    """A job function from a callable or a ``"module:function"`` string."""
+    if callable(fn):
+        return fn
+    module, _, name = str(fn).partition(":")
+    if not module or not name:
+        raise ValueError(f"job function {fn!r} must be a callable or 'module:function'")
+    return getattr(importlib.import_module(module), name)
+
+
+def result_path(name: str, params: dict, root: str | Path | None = None) -> Path:
+    """Where the store keeps the result of one job."""
+    folder = Path(root) if root is not None else store.default_root()
+    return folder / name / f"{store.result_key(name, params)}.npz"
+
+
+def is_done(name: str, params: dict, root: str | Path | None = None) -> bool:
+    """True if the job's result is in the store (written atomically, so never half-written)."""
+    return result_path(name, params, root).exists()
+
+
+def run_job(fn: JobFn | str, name: str, params: dict, root: str | None = None, threads: int | None = None,
+            code_version: str | None = None) -> dict:
+    """Run one job through the store; returns a status record instead of raising.
+
+    ``code_version`` is the sweep's; a worker that sees different package source (edited since the
+    sweep started) refuses the job, since its result would be stored under a key nobody asks for.
+    """
+    start = time.time()
+    if code_version is not None and store.code_version() != code_version:
+        return {"ok": False, "seconds": 0.0, "error": f"package source changed since the sweep started "
+                f"(code version {store.code_version()}, sweep {code_version}); rerun the sweep"}
+    try:
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+        job = resolve(fn)
+        store.cached(name, params, lambda: job(params, root), root)
+        return {"ok": True, "seconds": time.time() - start}
+    except Exception as error:  # recorded, the sweep continues
+        return {"ok": False, "seconds": time.time() - start, "error": f"{type(error).__name__}: {error}",
+                "traceback": traceback.format_exc()}
+
+
+@dataclass
+class SweepResult:
+    """What a sweep did: jobs found done, jobs computed, and failures with their errors."""
+
+    name: str
+    n_jobs: int
+    n_cached: int = 0
+    n_computed: int = 0
+    failures: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def summary(self) -> str:
+        lines = [f"sweep {self.name!r}: {self.n_jobs} jobs, {self.n_cached} already done, "
+                 f"{self.n_computed} computed, {len(self.failures)} failed, {self.seconds:.1f} s"]
+        lines += [f"  FAILED {f['label']}: {f['error']}" for f in self.failures]
+        return "\n".join(lines)
+
+
+def _label(params: dict, keys: Sequence[str] | None) -> str:
+    keys = keys or [k for k, v in params.items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)][:4]
+    return " ".join(f"{k}={params[k]}" for k in keys if k in params)
+
+
+def run_sweep(fn: JobFn | str, jobs: Sequence[dict], name: str, root: str | Path | None = None,
+              executor: str = "local", workers: int = 1, threads: int | None = 1, progress: bool = True,
+              label_keys: Sequence[str] | None = None, cluster: str | None = None,
+              executor_options: dict | None = None) -> SweepResult:
+    """Run every job not yet in the store; see the module docstring.
+
+    ``workers`` processes (``"local"``) or array tasks in flight (``"submitit"``); each job sets
+    torch to ``threads`` threads. ``cluster`` and ``executor_options`` go to ``submitit.AutoExecutor``
+    and its ``update_parameters`` (e.g. ``{"slurm_partition": "gpu", "timeout_min": 120}``).
+    """
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; known: {', '.join(EXECUTORS)}")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1; got {workers}")
+    root_str = None if root is None else str(root)
+    version = store.code_version()
+    start = time.time()
+    result = SweepResult(name, len(jobs))
+    todo = []
+    for params in jobs:
+        store.result_key(name, params)  # validates JSON now, not inside a worker
+        if is_done(name, params, root):
+            result.n_cached += 1
+        else:
+            todo.append(params)
+    bar = _progress_bar(len(jobs), result.n_cached, name, progress)
+
+    def record(params: dict, status: dict) -> None:
+        if status["ok"]:
+            result.n_computed += 1
+        else:
+            result.failures.append({"label": _label(params, label_keys), "params": params,
+                                    "error": status["error"], "traceback": status.get("traceback", "")})
+        bar.update(1)
+
+    if executor == "serial":
+        for params in todo:
+            record(params, run_job(fn, name, params, root_str, threads, version))
+    elif executor == "local":
+        context = multiprocessing.get_context("spawn")  # fork after torch threads start can deadlock
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = {pool.submit(run_job, fn, name, params, root_str, threads, version): params for params in todo}
+            for future in cf.as_completed(futures):
+                try:
+                    status = future.result()
+                except Exception as error:  # the worker process itself died
+                    status = {"ok": False, "error": f"worker died: {type(error).__name__}: {error}"}
+                record(futures[future], status)
+    else:
+        options = {"slurm_array_parallelism": workers, **(executor_options or {})}  # slurm_* ignored elsewhere
+        _run_submitit(fn, name, todo, root, root_str, threads, cluster, options, record, version)
+    bar.close()
+    result.seconds = time.time() - start
+    if result.failures:
+        _write_failures(name, root, result.failures)
+    return result
+
+
+def _run_submitit(fn, name, todo, root, root_str, threads, cluster, options, record, version) -> None:
+    """Submit every job through submitit (one array) and record results as they finish."""
+    import submitit
+
+    folder = (Path(root) if root is not None else store.default_root()) / "submitit" / name
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    executor.update_parameters(**options)
+    with executor.batch():  # one job array on SLURM
+        jobs = [(executor.submit(run_job, fn, name, params, root_str, threads, version), params) for params in todo]
+    pending = list(jobs)
+    while pending:
+        still = []
+        for job, params in pending:
+            if job.done():
+                try:
+                    status = job.result()
+                except Exception as error:  # the job crashed outside run_job (killed, timed out)
+                    status = {"ok": False, "error": f"submitit job {job.job_id} failed: {type(error).__name__}: {error}"}
+                record(params, status)
+            else:
+                still.append((job, params))
+        pending = still
+        if pending:
+            time.sleep(0.5)
+
+
+def _progress_bar(total: int, done: int, name: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=done, desc=name, disable=not enabled, leave=True)
+
+
+def _write_failures(name: str, root, failures: list[dict]) -> None:
+    folder = (Path(root) if root is not None else store.default_root()) / "sweeps"
+    text = json.dumps({"name": name, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "failures": failures},
+                      indent=2, default=str)
+    store.atomic_write_bytes(folder / f"{name}-failures.json", text.encode())
