@@ -1,0 +1,780 @@
+"""Linear regression: correlated inputs, the exact limit of mirror descent, and the sweeps.
+
+Mirror descent on the squared loss of an underdetermined linear model (N data points, D > N
+weights) keeps every dual step in the row space of X, so a limit that fits the data is the
+*Bregman projection* of the start w0 onto {w : Xw = y}:
+
+    grad phi(w_inf) - grad phi(w0) = X^T alpha,      X w_inf = y.
+
+:func:`bregman_projection` computes it from the N-dimensional concave dual with Newton's method.
+:func:`published_protocol` is the iterative protocol of the paper's code (mirror descent with
+momentum and a cosine learning rate, with a learning-rate search), kept to show both agree.
+:func:`nested_draws` samples the paper's inputs, X = Z L^T + U, with the FFT instead of a D x D
+Cholesky factor. :func:`figure_grid`, :func:`compare_protocols`, :func:`robustness_sweep` and
+:func:`failure_sweep` run the chapter's experiments through the results store.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.linalg
+from threadpoolctl import threadpool_limits
+
+from .potentials import Potential, get_potential
+from .store import cached
+
+__all__ = [
+    "correlation",
+    "circulant_spectrum",
+    "sample_inputs",
+    "nested_draws",
+    "paper_widths",
+    "n_points",
+    "BregmanProjection",
+    "ProjectionError",
+    "bregman_projection",
+    "coordinate_leverage",
+    "ProtocolResult",
+    "published_protocol",
+    "figure_grid",
+    "compare_protocols",
+    "robustness_sweep",
+    "failure_sweep",
+    "ROBUSTNESS_CANDIDATES",
+]
+
+FIGURE_POTENTIALS = ("negative_entropy", "2-norm", "3-norm")
+ROBUSTNESS_CANDIDATES = ("negative_entropy",) + tuple(f"{p / 10:g}-norm" for p in range(11, 31))
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def correlation(d: int, s: float = 1.0, q: float = 2.0) -> np.ndarray:
+    """First row of the Toeplitz correlation, c_k = (-1)^k / (1 + (k/s)^q) for k = 0..d-1."""
+    if d < 1:
+        raise ValueError(f"width d must be >= 1, got {d}")
+    if not (s > 0 and q > 0 and math.isfinite(s) and math.isfinite(q)):
+        raise ValueError(f"correlation needs finite s > 0 and q > 0, got s = {s}, q = {q}")
+    k = np.arange(d, dtype=np.float64)
+    return np.where(k % 2 == 0, 1.0, -1.0) / (1.0 + (k / s) ** q)
+
+
+def circulant_spectrum(c: np.ndarray, tol: float = 1e-10) -> np.ndarray:
+    """Eigenvalues of the minimal circulant embedding (size 2(d-1)) of the Toeplitz row ``c``.
+
+    Raises ValueError if the embedding is not positive semidefinite (then it cannot be sampled
+    exactly); eigenvalues within ``tol * max`` of zero are set to zero.
+    """
+    c = np.asarray(c, dtype=np.float64)
+    if len(c) < 2:
+        return c[:1].copy()
+    row = np.concatenate([c, c[-2:0:-1]])
+    spectrum = np.fft.rfft(row).real
+    floor = -tol * spectrum.max()
+    if spectrum.min() < floor:
+        raise ValueError(
+            f"circulant embedding of this correlation has a negative eigenvalue "
+            f"({spectrum.min():.3g}, largest {spectrum.max():.3g}): it cannot be sampled exactly by the "
+            "FFT; the accepted correlations are those whose embedding is nonnegative "
+            "(e.g. s = 1 with q in {1, 2})"
+        )
+    return np.clip(spectrum, 0.0, None)
+
+
+def sample_inputs(n: int, d: int, s: float = 1.0, q: float = 2.0, *, rng: np.random.Generator) -> np.ndarray:
+    """n rows of X = Z L^T + U: Gaussian with the Toeplitz correlation plus uniform(-0.5, 0.5).
+
+    The Gaussian part is sampled exactly by circulant embedding: a complex Gaussian vector
+    scaled by the square root of the embedding's spectrum and transformed by the FFT gives two
+    independent rows (real and imaginary parts); the leading d coordinates have covariance C.
+    """
+    if n < 1:
+        raise ValueError(f"number of rows n must be >= 1, got {n}")
+    c = correlation(d, s, q)
+    if d == 1:
+        gauss = rng.standard_normal((n, 1))
+    else:
+        spectrum = circulant_spectrum(c)            # length d (rfft of 2(d-1) points)
+        m = 2 * (d - 1)
+        full = np.concatenate([spectrum, spectrum[-2:0:-1]])  # all m eigenvalues
+        scale = np.sqrt(full / m)
+        pairs = (n + 1) // 2
+        gauss = np.empty((2 * pairs, d))
+        chunk = max(1, 2**22 // m)                   # bound the complex buffer to ~64 MB
+        for start in range(0, pairs, chunk):
+            k = min(pairs, start + chunk) - start
+            z = np.empty((k, m), dtype=np.complex128)
+            z.real = rng.standard_normal((k, m))
+            z.imag = rng.standard_normal((k, m))
+            z *= scale
+            f = np.fft.fft(z, axis=1)[:, :d]
+            gauss[2 * start: 2 * (start + k): 2] = f.real
+            gauss[2 * start + 1: 2 * (start + k): 2] = f.imag
+        gauss = gauss[:n]
+    gauss += rng.uniform(-0.5, 0.5, size=(n, d))
+    return gauss
+
+
+def paper_widths(count: int = 10, lo: int = 100, hi: int = 20000) -> np.ndarray:
+    """Widths as in the paper's code: int(logspace(log10 lo, log10 hi, count))."""
+    return np.logspace(np.log10(lo), np.log10(hi), count).astype(int)
+
+
+def n_points(width: int, exponent: float) -> int:
+    """Number of data points N = floor(D^a) (with a guard against rounding just below an integer)."""
+    return int(math.floor(width**exponent + 1e-9))
+
+
+def _draw(n: int, d: int, s: float, q: float, seed: int, inputs: str = "correlated"):
+    """One draw: inputs (n, d), labels +-1 (n,), and a standard normal vector (d,) for the start."""
+    rng_x, rng_y, rng_w = (np.random.default_rng(s_) for s_ in np.random.SeedSequence(seed).spawn(3))
+    if inputs == "correlated":
+        X = sample_inputs(n, d, s, q, rng=rng_x)
+    elif inputs.startswith("student_t:"):
+        df = float(inputs.split(":", 1)[1])
+        X = rng_x.standard_t(df, size=(n, d))
+    else:
+        raise ValueError(f"unknown inputs {inputs!r}; accepted: 'correlated', 'student_t:<df>'")
+    y = rng_y.choice(np.array([-1.0, 1.0]), size=n)
+    return X, y, rng_w.standard_normal(d)
+
+
+def nested_draws(
+    widths: Sequence[int], exponents: Sequence[float], s: float, q: float, seed: int, *, inputs: str = "correlated"
+) -> Iterator[tuple[float, int, np.ndarray, np.ndarray, np.ndarray]]:
+    """Make the widest draw once and yield ``(exponent, width, X, y, w0)`` slices of it.
+
+    X has N = floor(D^a) rows and D columns: the leading rows and coordinates of the widest
+    sample. Labels are random +-1, the start is w0 ~ N(0, 1/D) (the first D coordinates of one
+    standard normal vector, divided by sqrt(D)). ``inputs`` is "correlated" (the paper's
+    inputs) or "student_t:<df>" (independent heavy-tailed inputs, for the failure experiment).
+    """
+    widths = [int(w) for w in widths]
+    if not widths or min(widths) < 2:
+        raise ValueError(f"widths must be a non-empty list of integers >= 2, got {widths}")
+    n_max = max(n_points(w, a) for w in widths for a in exponents)
+    X, y, z = _draw(n_max, max(widths), s, q, seed, inputs)
+    for a in exponents:
+        for d in widths:
+            n = n_points(d, a)
+            yield a, d, X[:n, :d], y[:n], z[:d] / np.sqrt(d)
+
+
+# --------------------------------------------------------------------------- exact limit
+
+
+@dataclass
+class BregmanProjection:
+    """Result of :func:`bregman_projection`."""
+
+    w: np.ndarray          # the projection (the limit of mirror descent)
+    alpha: np.ndarray      # dual coefficients: grad phi(w) - grad phi(w0) = X^T alpha
+    residual: float        # ||X w - y|| / ||y||
+    iterations: int        # Newton iterations
+    converged: bool
+
+
+class ProjectionError(RuntimeError):
+    """The dual Newton solve did not reach the requested residual."""
+
+
+def _check_problem(X, y, w0, potential: Potential) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    w0 = np.asarray(w0, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"X must be a 2-D array (N data points x D weights), got shape {X.shape}")
+    n, d = X.shape
+    if y.shape != (n,):
+        raise ValueError(f"y must have shape (N,) = ({n},), got {y.shape}")
+    if w0.shape != (d,):
+        raise ValueError(f"w0 must have shape (D,) = ({d},), got {w0.shape}")
+    for name, arr in (("X", X), ("y", y), ("w0", w0)):
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} contains non-finite values (nan or inf); all data must be finite")
+    if n >= d:
+        raise ValueError(
+            f"the problem is not underdetermined: N = {n} data points >= D = {d} weights; the Bregman "
+            "projection onto {w : Xw = y} needs N < D (and X of full row rank)"
+        )
+    potential.check_domain(w0, "start w0")
+    return X, y, w0
+
+
+def _dual_hessian(X: np.ndarray, d: np.ndarray, dtype) -> np.ndarray:
+    """X diag(d) X^T, formed as B B^T with B = X sqrt(d) (a symmetric rank-k update)."""
+    B = X.astype(dtype, copy=False) * np.sqrt(d).astype(dtype)
+    return (B @ B.T).astype(np.float64)
+
+
+def _factor(X: np.ndarray, d: np.ndarray, dtype):
+    """Cholesky factor of X diag(d) X^T (inf entries of d, from exact zeros, are capped)."""
+    if not np.isfinite(d).all():
+        finite = d[np.isfinite(d)]
+        d = np.where(np.isfinite(d), d, finite.max() if finite.size else 1.0)
+    try:
+        return np.linalg.cholesky(_dual_hessian(X, d, dtype)), True
+    except np.linalg.LinAlgError:
+        raise ValueError(
+            "the dual Hessian X diag(1/hess phi) X^T is not positive definite: X must have "
+            "full row rank (linearly independent data points)"
+        ) from None
+
+
+_KEEP_HESSIAN = 0.5  # reuse the Hessian for the next step if the last full step cut the residual below this factor
+
+
+def _solve(factor, b: np.ndarray) -> np.ndarray:
+    """Solve (L L^T) x = b from the Cholesky factor L."""
+    chol = factor[0]
+    half = scipy.linalg.solve_triangular(chol, b, lower=True, check_finite=False)
+    return scipy.linalg.solve_triangular(chol.T, half, lower=False, check_finite=False)
+
+
+def _inverse_hessian(potential: Potential, w: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", over="ignore"):
+        return 1.0 / potential.hess_diag(w)
+
+
+def _dual_newton(X, y, w0, potential, tol, max_iter, hessian_dtype):
+    """Newton ascent on the dual G(alpha); w(alpha) = inv_grad(theta0 + X^T alpha) is exact."""
+    sign = np.sign(w0) if potential.keeps_sign else None
+    theta0 = potential.grad(w0)
+    y_norm = float(np.linalg.norm(y)) or 1.0
+
+    def primal(alpha):
+        try:
+            w = potential.inv_grad(theta0 + X.T @ alpha, sign=sign)
+            potential.check_domain(w)  # e.g. a weight of negative_entropy underflowing to zero
+            return w
+        except ValueError:  # overflow or underflow: the step was too long
+            return None
+
+    def dual_value(alpha, w):
+        theta = theta0 + X.T @ alpha
+        return float(alpha @ y - (theta @ w - potential.value(w)))  # phi*(theta) = <theta, w> - phi(w)
+
+    X_h = X.astype(hessian_dtype)  # the copy the Hessians are formed from
+    alpha, w = np.zeros(X.shape[0]), w0.copy()
+    value, gradient = dual_value(alpha, w), y - X @ w
+    factor, last_d, stale, iterations = None, None, False, 0
+    while np.linalg.norm(gradient) / y_norm > tol and iterations < max_iter:
+        iterations += 1
+        if factor is None or not stale:
+            d = _inverse_hessian(potential, w)
+            if factor is None or not np.array_equal(d, last_d):  # constant Hessian (2-norm): factor once
+                factor, last_d = _factor(X_h, d, hessian_dtype), d
+        step = _solve(factor, gradient)
+        slope, gradient_norm, t = float(gradient @ step), float(np.linalg.norm(gradient)), 1.0
+        while t >= 1e-12:
+            trial = alpha + t * step
+            w_trial = primal(trial)
+            if w_trial is not None:
+                value_trial, gradient_trial = dual_value(trial, w_trial), y - X @ w_trial
+                armijo = value_trial >= value + 1e-4 * t * slope
+                # near the solution the dual value is flat to rounding: accept a step that reduces the residual
+                flat = slope <= 1e-12 * max(1.0, abs(value))
+                if np.isfinite(value_trial) and (armijo or (flat and np.linalg.norm(gradient_trial) < gradient_norm)):
+                    break
+            t *= 0.5
+        else:
+            if stale:  # the old Hessian was not good enough: refresh it and try again
+                stale = False
+                continue
+            break  # no acceptable step: report non-convergence
+        alpha, w, value, gradient = trial, w_trial, value_trial, gradient_trial
+        # keep the factorised Hessian while full steps contract the residual fast (it costs N^2 D)
+        stale = t == 1.0 and np.linalg.norm(gradient) <= _KEEP_HESSIAN * gradient_norm
+    return w, alpha, iterations
+
+
+def _primal_dual_newton(X, y, w0, potential, tol, max_iter, hessian_dtype):
+    """Newton on the optimality system grad phi(w) - theta0 - X^T alpha = 0, Xw = y.
+
+    Used where grad phi is smooth but its inverse is not (p-norms with p > 2, whose inverse dual
+    map |theta|^(1/(p-1)) has an infinite slope at zero and makes dual Newton oscillate).
+    Backtracking on the norm of both residuals (infeasible-start Newton).
+    """
+    theta0 = potential.grad(w0)
+    y_norm = float(np.linalg.norm(y)) or 1.0
+    alpha, w = np.zeros(X.shape[0]), w0.copy()
+
+    def residuals(w, alpha):
+        return potential.grad(w) - theta0 - X.T @ alpha, X @ w - y
+
+    X_h = X.astype(hessian_dtype)  # the copy the Hessians are formed from
+    g, r = residuals(w, alpha)
+    factor, stale, iterations = None, False, 0
+    while iterations < max_iter:
+        scale = max(float(np.linalg.norm(potential.grad(w) - theta0)), 1e-300)
+        if np.linalg.norm(r) / y_norm <= tol and np.linalg.norm(g) / scale <= tol:
+            break
+        iterations += 1
+        if factor is None or not stale:
+            d = _inverse_hessian(potential, w)
+            d = np.where(np.isfinite(d), d, np.nanmax(np.where(np.isfinite(d), d, np.nan)))
+            factor = _factor(X_h, d, hessian_dtype)
+        # H dw - X^T da = -g,  X dw = -r   =>   (X D X^T) da = X (D g) - r,  dw = D (X^T da - g)
+        d_alpha = _solve(factor, X @ (d * g) - r)
+        d_w = d * (X.T @ d_alpha - g)
+        merit, t = math.hypot(np.linalg.norm(g), np.linalg.norm(r)), 1.0
+        while t >= 1e-12:
+            g_t, r_t = residuals(w + t * d_w, alpha + t * d_alpha)
+            if math.hypot(np.linalg.norm(g_t), np.linalg.norm(r_t)) <= (1 - 1e-4 * t) * merit:
+                break
+            t *= 0.5
+        else:
+            if stale:  # the old Hessian was not good enough: refresh it and try again
+                stale = False
+                continue
+            break
+        w, alpha, g, r = w + t * d_w, alpha + t * d_alpha, g_t, r_t
+        # keep the factorised Hessian while full steps contract the residuals fast (it costs N^2 D)
+        stale = t == 1.0 and math.hypot(np.linalg.norm(g), np.linalg.norm(r)) <= _KEEP_HESSIAN * merit
+    return w, alpha, iterations
+
+
+def bregman_projection(
+    X,
+    y,
+    w0,
+    potential: str | Potential,
+    *,
+    tol: float = 1e-9,
+    max_iter: int = 100,
+    hessian_dtype=np.float32,
+    raise_on_failure: bool = True,
+) -> BregmanProjection:
+    """The minimiser of D_phi(w, w0) subject to Xw = y, through the concave N-dimensional dual.
+
+    With theta0 = grad phi(w0) and w(alpha) = inv_grad(theta0 + X^T alpha), the dual
+    G(alpha) = <alpha, y> - phi*(theta0 + X^T alpha) has gradient y - X w(alpha) and Hessian
+    -X diag(1 / hess_diag(w)) X^T. Newton's method with a backtracking line search maximises it.
+    For p-norms with p > 2 the inverse dual map is not smooth at zero, so Newton is applied to
+    the optimality system in (w, alpha) instead, which has the same N x N matrix. The costly
+    N x N x D product is formed in ``hessian_dtype`` and solved in float64; gradients and
+    residuals are float64. Stops when ||Xw - y|| / ||y|| <= tol (and, for the second method,
+    the dual representation holds to the same relative accuracy). Raises ValueError for bad
+    input and ProjectionError if the solve does not converge within ``max_iter`` iterations
+    (or returns ``converged=False`` if ``raise_on_failure`` is False).
+    """
+    potential = get_potential(potential)
+    X, y, w0 = _check_problem(X, y, w0, potential)
+    if not (0 < tol < 1):
+        raise ValueError(f"tol must be in (0, 1), got {tol}")
+    use_primal = getattr(potential, "p", 2.0) > 2.0
+    solver = _primal_dual_newton if use_primal else _dual_newton
+    # one BLAS thread: multithreaded OpenBLAS (above all its Cholesky) stalls badly on a shared
+    # machine; run independent solves in parallel processes instead
+    with threadpool_limits(limits=1):
+        w, alpha, iterations = solver(X, y, w0, potential, tol, max_iter, hessian_dtype)
+    residual = float(np.linalg.norm(X @ w - y)) / (float(np.linalg.norm(y)) or 1.0)
+    converged = residual <= tol and np.isfinite(w).all()
+    if use_primal and converged:
+        change = potential.grad(w) - potential.grad(w0)
+        converged = np.linalg.norm(change - X.T @ alpha) <= tol * max(np.linalg.norm(change), 1e-300)
+    if not converged and raise_on_failure:
+        raise ProjectionError(
+            f"Bregman projection ({potential.name}) did not converge: relative residual {residual:.3g} "
+            f"(tol {tol:.3g}) after {iterations} Newton iterations (max_iter = {max_iter}); the problem "
+            "may be badly conditioned or the start far from the constraint set"
+        )
+    return BregmanProjection(w=w, alpha=alpha, residual=residual, iterations=iterations, converged=bool(converged))
+
+
+def coordinate_leverage(X, w, potential: str | Potential) -> np.ndarray:
+    """Leverage h_j = d_j x_j^T (X D X^T)^{-1} x_j of each coordinate, D = diag(d), d = 1/hess phi(w).
+
+    The h_j lie in [0, 1] and sum to N, so their mean is N/D. A coordinate's leverage measures
+    how much its own input column feeds back into the dual coefficients alpha; the proof in the
+    chapter needs the leverages to vanish.
+    """
+    potential = get_potential(potential)
+    X = np.asarray(X, dtype=np.float64)
+    d = 1.0 / potential.hess_diag(np.asarray(w, dtype=np.float64))
+    B = X * np.sqrt(d)
+    chol = np.linalg.cholesky(B @ B.T)
+    solved = scipy.linalg.solve_triangular(chol, B, lower=True, check_finite=False)
+    return np.einsum("ij,ij->j", solved, solved)
+
+
+# --------------------------------------------------------------------------- iterative protocol
+
+
+@dataclass
+class ProtocolResult:
+    """Result of :func:`published_protocol`."""
+
+    w: np.ndarray
+    lr: float                    # learning rate chosen on the held-out draw
+    steps: int                   # steps used for the final run
+    final_loss: float            # mean squared error at the end of the final run
+    residual: float              # ||X w - y|| / ||y||
+    converged: bool              # final_loss < loss_target
+    lrs: np.ndarray              # the learning-rate grid
+    search_losses: np.ndarray    # (search rounds, len(lrs)) final held-out losses (inf = diverged)
+    failures: list[str] = field(default_factory=list)
+
+
+def _run_mirror_descent(X, y, w0, potential: str, lr: float, steps: int, momentum: float) -> tuple[np.ndarray, float]:
+    """Full-batch mirror descent on the mean squared error, cosine-annealed lr; returns (w, loss)."""
+    import torch
+
+    from .optim import MirrorDescent
+
+    Xt = torch.as_tensor(X, dtype=torch.float64)
+    yt = torch.as_tensor(y, dtype=torch.float64)
+    w = torch.nn.Parameter(torch.as_tensor(np.array(w0, dtype=np.float64)))
+    opt = MirrorDescent([w], lr=lr, momentum=momentum, potential=potential)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = torch.mean((Xt @ w - yt) ** 2)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if not torch.isfinite(w).all():
+            return w.detach().numpy(), math.inf
+    with torch.no_grad():
+        final = float(torch.mean((Xt @ w - yt) ** 2))
+    return w.detach().numpy().copy(), final if math.isfinite(final) else math.inf
+
+
+def _safe_run(X, y, w0, potential, lr, steps, momentum):
+    try:
+        return _run_mirror_descent(X, y, w0, potential, lr, steps, momentum)
+    except (ValueError, FloatingPointError):  # overflow, nan or a weight leaving the domain: divergence
+        return np.asarray(w0, dtype=np.float64), math.inf
+
+
+def published_protocol(
+    X,
+    y,
+    w0,
+    potential: str,
+    heldout: tuple,
+    *,
+    lrs: Sequence[float] | None = None,
+    steps: int = 100,
+    extra_steps: int = 100,
+    max_extensions: int = 4,
+    loss_target: float = 1e-3,
+    momentum: float = 0.9,
+) -> ProtocolResult:
+    """The paper's iterative protocol with :class:`MirrorDescent` (momentum, cosine lr).
+
+    The learning rate is chosen from ``lrs`` (default 16 log-spaced values in [1e-7, 1e-1]) by
+    the lowest final loss on the held-out draw ``heldout = (X_h, y_h, w0_h)``; while that loss
+    is >= ``loss_target``, ``extra_steps`` are added and the search repeats (at most
+    ``max_extensions`` times). The chosen lr and step count then train on (X, y, w0). Every
+    shortfall is recorded in ``failures``.
+    """
+    potential = get_potential(potential).name
+    X, y, w0 = _check_problem(X, y, w0, get_potential(potential))
+    Xh, yh, wh = _check_problem(*heldout, get_potential(potential))
+    lrs = np.logspace(-7, -1, 16) if lrs is None else np.asarray(lrs, dtype=np.float64)
+    failures: list[str] = []
+    rounds = []
+    n_steps = steps
+    for extension in range(max_extensions + 1):
+        losses = np.array([_safe_run(Xh, yh, wh, potential, lr, n_steps, momentum)[1] for lr in lrs])
+        rounds.append(losses)
+        best = int(np.argmin(losses))
+        if losses[best] < loss_target:
+            break
+        failures.append(
+            f"lr search with {n_steps} steps: best held-out loss {losses[best]:.3g} >= {loss_target:g}"
+            + ("; adding steps" if extension < max_extensions else "; giving up")
+        )
+        if extension < max_extensions:
+            n_steps += extra_steps
+    lr = float(lrs[best]) if np.isfinite(rounds[-1][best]) else float("nan")
+    if not math.isfinite(lr):
+        failures.append("every learning rate diverged on the held-out draw")
+        w, final = np.asarray(w0, dtype=np.float64).copy(), math.inf
+    else:
+        w, final = _safe_run(X, y, w0, potential, lr, n_steps, momentum)
+    converged = final < loss_target
+    if not converged:
+        failures.append(f"final run (lr {lr:.3g}, {n_steps} steps): loss {final:.3g} >= {loss_target:g}")
+    residual = float(np.linalg.norm(X @ w - y) / (np.linalg.norm(y) or 1.0)) if np.isfinite(w).all() else math.inf
+    return ProtocolResult(
+        w=w, lr=lr, steps=n_steps, final_loss=final, residual=residual, converged=converged,
+        lrs=lrs, search_losses=np.array(rounds), failures=failures,
+    )
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+def _metrics(w0: np.ndarray, w: np.ndarray, potential: str) -> tuple[float, float]:
+    from .gaussianity import change_magnitude, delta_cdf, dual_change
+
+    return float(delta_cdf(dual_change(w0, w, potential), centered=False)), float(change_magnitude(w0, w, potential))
+
+
+def _figure_cell(widths, exponents, potentials, s, q, seed, inputs="correlated") -> dict[str, np.ndarray]:
+    shape = (len(potentials), len(exponents), len(widths))
+    out = {k: np.full(shape, np.nan) for k in ("delta_cdf", "magnitude", "residual", "iterations", "n", "seconds")}
+    index_a = {a: i for i, a in enumerate(exponents)}
+    index_d = {int(d): i for i, d in enumerate(widths)}
+    for a, d, X, y, w0 in nested_draws(widths, exponents, s, q, seed, inputs=inputs):
+        for p, name in enumerate(potentials):
+            start = time.perf_counter()
+            result = bregman_projection(X, y, w0, name)
+            cell = (p, index_a[a], index_d[d])
+            out["seconds"][cell] = time.perf_counter() - start
+            out["delta_cdf"][cell], out["magnitude"][cell] = _metrics(w0, result.w, name)
+            out["residual"][cell] = result.residual
+            out["iterations"][cell] = result.iterations
+            out["n"][cell] = X.shape[0]
+    return out
+
+
+def _long_table(arrays: dict, potentials, exponents, widths, seeds, qs) -> pd.DataFrame:
+    rows = []
+    for qi, q in enumerate(qs):
+        for si, seed in enumerate(seeds):
+            for p, name in enumerate(potentials):
+                for ai, a in enumerate(exponents):
+                    for di, d in enumerate(widths):
+                        rows.append({
+                            "q": q, "seed": seed, "potential": name, "exponent": a, "width": int(d),
+                            **{k: float(v[qi, si, p, ai, di]) for k, v in arrays.items()},
+                        })
+    return pd.DataFrame(rows)
+
+
+def figure_grid(
+    widths: Sequence[int],
+    exponents: Sequence[float] = (0.5, 0.75),
+    qs: Sequence[float] = (2.0, 1.0),
+    potentials: Sequence[str] = FIGURE_POTENTIALS,
+    seeds: Sequence[int] = tuple(range(30)),
+    s: float = 1.0,
+    root=None,
+    progress: bool = True,
+    workers: int = 1,
+) -> pd.DataFrame:
+    """The linear-regression figure: exact limits for every (q, seed), cached per (q, seed).
+
+    ``workers`` > 1 computes missing cells in that many processes.
+
+    Returns a long table with columns q, seed, potential, exponent, width, delta_cdf (uncentred,
+    exact), magnitude, residual, iterations, n, seconds (time of the exact solve when computed).
+    """
+    from tqdm import tqdm
+
+    widths = [int(d) for d in widths]
+    exponents = [float(a) for a in exponents]
+    potentials = [get_potential(p).name for p in potentials]
+    cells = [(float(q), int(seed)) for q in qs for seed in seeds]
+    params = {
+        cell: dict(widths=widths, exponents=exponents, potentials=potentials, s=float(s), q=cell[0], seed=cell[1])
+        for cell in cells
+    }
+    results = {}
+    if workers > 1:  # independent cells in parallel processes (each solve uses one BLAS thread)
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {cell: pool.submit(_cached_figure_cell, params[cell], root) for cell in cells}
+            for cell in tqdm(cells, desc="linreg figure", disable=not progress):
+                results[cell] = futures[cell].result()
+    else:
+        for cell in tqdm(cells, desc="linreg figure", disable=not progress):
+            results[cell] = _cached_figure_cell(params[cell], root)
+    seeds = [int(x) for x in seeds]
+    qs = [float(q) for q in qs]
+    keys = results[cells[0]].keys()
+    stacked = {
+        k: np.stack([np.stack([results[(q, seed)][k] for seed in seeds]) for q in qs]) for k in keys
+    }
+    return _long_table(stacked, potentials, exponents, widths, seeds, qs)
+
+
+def _cached_figure_cell(params: dict, root) -> dict[str, np.ndarray]:
+    """One (q, seed) cell of the figure through the store (a top-level function for processes)."""
+    p = params
+    return cached(
+        "linreg_figure", p,
+        lambda: _figure_cell(p["widths"], p["exponents"], p["potentials"], p["s"], p["q"], p["seed"]), root=root,
+    )
+
+
+def compare_protocols(
+    widths: Sequence[int],
+    exponent: float = 0.75,
+    q: float = 2.0,
+    potentials: Sequence[str] = FIGURE_POTENTIALS,
+    seed: int = 0,
+    s: float = 1.0,
+    root=None,
+) -> pd.DataFrame:
+    """Exact limit against the published iterative protocol on a few widths (cached).
+
+    The held-out draw for the learning-rate search is the same construction with seed + 10_000.
+    Columns: potential, width, n, method ("exact" or "iterative"), seconds, residual, delta_cdf,
+    magnitude, lr, steps, failures, distance (||w - w_exact|| / ||w_exact - w0||).
+    """
+    widths = [int(d) for d in widths]
+    potentials = [get_potential(p).name for p in potentials]
+
+    def compute():
+        rows = {k: [] for k in ("potential", "width", "n", "method", "seconds", "residual", "delta_cdf",
+                                "magnitude", "lr", "steps", "failures", "distance")}
+        heldout = {d: (X, y, w0) for _, d, X, y, w0 in nested_draws(widths, [exponent], s, q, seed + 10_000)}
+        for _, d, X, y, w0 in nested_draws(widths, [exponent], s, q, seed):
+            for name in potentials:
+                start = time.perf_counter()
+                exact = bregman_projection(X, y, w0, name)
+                t_exact = time.perf_counter() - start
+                start = time.perf_counter()
+                proto = published_protocol(X, y, w0, name, heldout[d])
+                t_proto = time.perf_counter() - start
+                scale = float(np.linalg.norm(exact.w - w0))
+                for method, w, sec, res, lr, steps, fails in (
+                    ("exact", exact.w, t_exact, exact.residual, np.nan, exact.iterations, 0),
+                    ("iterative", proto.w, t_proto, proto.residual, proto.lr, proto.steps, len(proto.failures)),
+                ):
+                    try:
+                        dc, mag = _metrics(w0, w, name)
+                    except ValueError:  # a diverged run outside the potential's domain
+                        dc, mag = np.nan, np.nan
+                    values = (name, d, X.shape[0], method, sec, res, dc, mag, lr, steps, fails,
+                              float(np.linalg.norm(w - exact.w)) / scale)
+                    for key, value in zip(rows, values):
+                        rows[key].append(value)
+        return {k: np.array(v) for k, v in rows.items()}
+
+    params = dict(widths=widths, exponent=float(exponent), q=float(q), potentials=potentials, seed=int(seed), s=float(s))
+    return pd.DataFrame(cached("linreg_protocols", params, compute, root=root))
+
+
+def _robustness_start(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    if kind == "lognormal":  # mean 0.1, variance 0.01, random sign
+        sigma2 = math.log(1 + 0.01 / 0.1**2)
+        mu = math.log(0.1) - sigma2 / 2
+        return rng.lognormal(mu, math.sqrt(sigma2), size) * rng.choice(np.array([-1.0, 1.0]), size)
+    if kind == "normal":
+        return rng.normal(0.0, 0.1, size)
+    raise ValueError(f"unknown start {kind!r}; accepted: 'lognormal', 'normal'")
+
+
+def robustness_sweep(
+    true_potentials: Sequence[str] = FIGURE_POTENTIALS,
+    starts: Sequence[str] = ("lognormal", "normal"),
+    candidates: Sequence[str] = ROBUSTNESS_CANDIDATES,
+    seeds: Sequence[int] = tuple(range(30)),
+    synapses: int = 1000,
+    nominal_width: int = 100,
+    scale: float = 0.1,
+    root=None,
+) -> pd.DataFrame:
+    """Delta-CDF under each candidate potential when the true dual change is Gaussian (paper-map 1.4).
+
+    The true change in the dual space of ``true`` is scale * |grad phi(1/sqrt(nominal_width))| * xi,
+    xi standard normal. Weights that change sign are outside the domain of a sign-keeping candidate
+    (negative_entropy) and are dropped for it; ``dropped`` records their fraction. Returns a long
+    table: true, start, candidate, seed, delta_cdf, dropped.
+    """
+    from .gaussianity import delta_cdf, domain_mask, dual_change
+
+    true_potentials = [get_potential(p).name for p in true_potentials]
+    candidates = [get_potential(p).name for p in candidates]
+
+    def compute():
+        out = np.full((len(true_potentials), len(starts), len(candidates), len(seeds)), np.nan)
+        dropped = np.zeros_like(out)
+        for ti, true in enumerate(true_potentials):
+            phi = get_potential(true)
+            size = abs(float(phi.grad(np.array([1 / math.sqrt(nominal_width)]))[0])) * scale
+            for si, start in enumerate(starts):
+                for ki, seed in enumerate(seeds):
+                    rng = np.random.default_rng([seed, ti, si])
+                    w0 = _robustness_start(start, synapses, rng)
+                    sign = np.sign(w0) if phi.keeps_sign else None
+                    w1 = phi.inv_grad(phi.grad(w0) + size * rng.standard_normal(synapses), sign=sign)
+                    for ci, cand in enumerate(candidates):
+                        # a sign-keeping candidate cannot analyse weights that changed sign: drop them
+                        keep = domain_mask(w0, w1, [cand])
+                        dropped[ti, si, ci, ki] = 1.0 - keep.mean()
+                        out[ti, si, ci, ki] = delta_cdf(dual_change(w0[keep], w1[keep], cand), centered=False)
+        return {"delta_cdf": out, "dropped": dropped}
+
+    params = dict(true=true_potentials, starts=list(starts), candidates=candidates, seeds=[int(s) for s in seeds],
+                  synapses=int(synapses), nominal_width=int(nominal_width), scale=float(scale))
+    stored = cached("linreg_robustness", params, compute, root=root)
+    arr, dropped = stored["delta_cdf"], stored["dropped"]
+    rows = [
+        {"true": t, "start": st, "candidate": c, "seed": int(seed), "delta_cdf": float(arr[ti, si, ci, ki]),
+         "dropped": float(dropped[ti, si, ci, ki])}
+        for ti, t in enumerate(true_potentials) for si, st in enumerate(starts)
+        for ci, c in enumerate(candidates) for ki, seed in enumerate(seeds)
+    ]
+    return pd.DataFrame(rows)
+
+
+def failure_sweep(
+    widths: Sequence[int],
+    potentials: Sequence[str] = FIGURE_POTENTIALS,
+    seeds: Sequence[int] = tuple(range(5)),
+    *,
+    ratio: float | None = None,
+    exponent: float | None = None,
+    inputs: str = "correlated",
+    q: float = 2.0,
+    s: float = 1.0,
+    root=None,
+) -> pd.DataFrame:
+    """Delta-CDF, magnitude and leverage against width when an assumption of the theorem fails.
+
+    Exactly one of ``ratio`` (N = ratio * D, proportional growth) or ``exponent`` (N = D^a) sets
+    N. ``inputs`` is "correlated" (the paper's) or "student_t:<df>" (heavy tails). Returns a long
+    table: potential, width, n, seed, delta_cdf, magnitude, max_leverage, leverage_q99 (99th
+    percentile of the coordinates' leverages; their mean is exactly N/D), max_alpha_share (nan where
+    the exact solve failed, e.g. a negative_entropy weight that would have to underflow to zero).
+    """
+    if (ratio is None) == (exponent is None):
+        raise ValueError("give exactly one of ratio (N = ratio * D) or exponent (N = D^a)")
+    widths = [int(d) for d in widths]
+    potentials = [get_potential(p).name for p in potentials]
+
+    def compute():
+        keys = ("delta_cdf", "magnitude", "max_leverage", "leverage_q99", "max_alpha_share", "n")
+        out = {k: np.full((len(potentials), len(widths), len(seeds)), np.nan) for k in keys}
+        for k_seed, seed in enumerate(seeds):
+            for di, d in enumerate(widths):
+                n = int(ratio * d) if ratio is not None else n_points(d, exponent)
+                # one draw per width (a ratio grows N faster than nested slicing allows)
+                X, y, z = _draw(n, d, s, q, seed, inputs)
+                w0 = z / np.sqrt(d)
+                for p, name in enumerate(potentials):
+                    cell = (p, di, k_seed)
+                    try:
+                        res = bregman_projection(X, y, w0, name)
+                    except ProjectionError:  # recorded as nan: the table counts failures
+                        continue
+                    out["delta_cdf"][cell], out["magnitude"][cell] = _metrics(w0, res.w, name)
+                    leverage = coordinate_leverage(X, res.w, name)
+                    out["max_leverage"][cell] = float(leverage.max())
+                    out["leverage_q99"][cell] = float(np.quantile(leverage, 0.99))
+                    out["max_alpha_share"][cell] = float(np.abs(res.alpha).max() / np.linalg.norm(res.alpha))
+                    out["n"][cell] = n
+        return out
+
+    params = dict(widths=widths, potentials=potentials, seeds=[int(x) for x in seeds], ratio=ratio, exponent=exponent,
+                  inputs=inputs, q=float(q), s=float(s))
+    arr = cached("linreg_failure", params, compute, root=root)
+    rows = [
+        {"potential": name, "width": d, "seed": int(seed), **{k: float(v[p, di, k_seed]) for k, v in arr.items()}}
+        for p, name in enumerate(potentials) for di, d in enumerate(widths) for k_seed, seed in enumerate(seeds)
+    ]
+    return pd.DataFrame(rows)
