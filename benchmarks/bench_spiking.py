@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from synaptic_geometry import spiking
+from synaptic_geometry import spiking_experiments as experiments
 
 
 def timed(fn):
@@ -29,7 +30,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=4)
     parser.add_argument("--duration", type=float, default=2.0, help="simulated seconds per run")
     args = parser.parse_args()
-    rates = spiking.two_group_rates(100, 10.0, 50.0)
+    rates = experiments.two_group_rates(100, 10.0, 50.0)
     teacher, w0 = spiking.teacher_student(100, rates, seed=0, n_students=args.runs)
     seeds = list(range(args.runs))
     print(f"{args.runs} runs x {args.duration:g} s simulated ({int(args.duration / 5e-4)} steps), 100 synapses")

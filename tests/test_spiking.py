@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from synaptic_geometry import spiking as S
+from synaptic_geometry import spiking_experiments as E
 from synaptic_geometry.gaussianity import delta_cdf, domain_mask, identify
 from synaptic_geometry.spiking import (
     Neuron,
@@ -259,11 +259,11 @@ def test_time_to_fraction_on_hand_made_curve():
     times = np.array([0.0, 1.0, 2.0, 3.0])
     kl = np.array([[4.0, 3.0, 1.0, 0.5], [4.0, 2.0, 1.0, 1.0], [4.0, 2.5, 2.0, 0.2]])
     # median over runs: 4, 2.5, 1, 0.5 -> first at or below 4/4 = 1 is t = 2
-    assert S.time_to_fraction(kl, times) == 2.0
-    assert S.time_to_fraction(kl, times, fraction=0.5) == 2.0  # 2.5 > 2
-    assert S.time_to_fraction(kl, times, fraction=0.1) == float("inf")
+    assert E.time_to_fraction(kl, times) == 2.0
+    assert E.time_to_fraction(kl, times, fraction=0.5) == 2.0  # 2.5 > 2
+    assert E.time_to_fraction(kl, times, fraction=0.1) == float("inf")
     with pytest.raises(ValueError, match="shape"):
-        S.time_to_fraction(kl[:, :3], times)
+        E.time_to_fraction(kl[:, :3], times)
 
 
 def test_group_weight_error():
@@ -271,11 +271,11 @@ def test_group_weight_error():
     teacher = np.array([3.0, 4.0, 1.0, 0.0])
     weights = np.array([[3.0, 4.0, 2.0, 0.0], [0.0, 4.0, 1.0, 0.0], [3.0, 4.0, 1.0, 0.0]])
     # low group: relative errors 0, 3/5, 0 -> median 0; high group: 1, 0, 0 -> median 0
-    assert S.group_weight_error(weights, teacher, rates, "low") == 0.0
-    assert S.group_weight_error(weights[:2], teacher, rates, "low") == pytest.approx(0.3)
-    assert S.group_weight_error(weights[:2], teacher, rates, "high") == pytest.approx(0.5)
+    assert E.group_weight_error(weights, teacher, rates, "low") == 0.0
+    assert E.group_weight_error(weights[:2], teacher, rates, "low") == pytest.approx(0.3)
+    assert E.group_weight_error(weights[:2], teacher, rates, "high") == pytest.approx(0.5)
     with pytest.raises(ValueError, match="'low' or 'high'"):
-        S.group_weight_error(weights, teacher, rates, "middle")
+        E.group_weight_error(weights, teacher, rates, "middle")
 
 
 def _fake_speed():
@@ -301,7 +301,7 @@ def _fake_speed():
 
 def test_learning_speed_table_values():
     speed = _fake_speed()
-    table = S.learning_speed_table(speed)
+    table = E.learning_speed_table(speed)
     assert list(table.index) == ["euclidean", "natural_gaussian", "natural_numeric",
                                  "natural_gaussian, same runs as estimated"]
     row = table.loc["euclidean"]
@@ -318,11 +318,11 @@ def test_learning_speed_table_values():
     same = table.loc["natural_gaussian, same runs as estimated"]
     assert same["runs"] == 1 and same["late KL (nats/s)"] == pytest.approx(0.5)
     assert np.isnan(same["weight error, 10 Hz group"])  # group errors only over all runs
-    tuning = S.tuning_table(speed)
+    tuning = E.tuning_table(speed)
     assert list(tuning["rule"]) == ["euclidean"] * 2 + ["natural_gaussian"] * 2
     # w0 = 0: the total change is the final weights, the target change the teacher
     expected = np.corrcoef([1.0, 1, 2, 2, 0, 1, 2, 2], [1.0, 1, 2, 2, 1, 1, 2, 2])[0, 1]
-    assert S.change_target_correlation(speed, "euclidean") == pytest.approx(expected)
+    assert E.change_target_correlation(speed, "euclidean") == pytest.approx(expected)
 
 
 def test_democracy_table_on_constructed_trajectories():
@@ -336,13 +336,13 @@ def test_democracy_table_on_constructed_trajectories():
     demo = {"alpha": alpha, "teacher": teacher, "v0": start,
             "somatic_euclidean": np.concatenate([plain, attenuated]),
             "somatic_natural_gaussian": np.concatenate([plain, plain])}
-    table = S.democracy_table(demo)
+    table = E.democracy_table(demo)
     assert list(table.index) == ["euclidean", "natural_gaussian"]
     assert table.loc["natural_gaussian", "max |attenuated - plain| / max somatic change"] == 0.0
     assert table.loc["euclidean", "max |attenuated - plain| / max somatic change"] == pytest.approx(0.5)
     assert table.loc["euclidean", "error removed, distal quarter"] == pytest.approx(0.5)
     assert table.loc["euclidean", "error removed without attenuation (distal set)"] == pytest.approx(1.0)
-    distal, proximal = S.attenuation_groups(alpha)
+    distal, proximal = E.attenuation_groups(alpha)
     assert distal.sum() == proximal.sum() == 2 and not np.any(distal & proximal)
     assert np.all(alpha[distal] < alpha[proximal].min())
 
@@ -361,41 +361,41 @@ def _fake_het():
 
 def test_heterosynaptic_analysis_on_constructed_changes():
     het = _fake_het()
-    table = S.heterosynaptic_table(het)
+    table = E.heterosynaptic_table(het)
     assert table.loc["euclidean", "mean |change|, unstimulated"] == 0.0
     assert np.isnan(table.loc["euclidean", "R^2 of change vs weight (per trial, median)"])
     assert table.loc["natural_gaussian", "R^2 of change vs weight (per trial, median)"] == pytest.approx(1.0)
     assert table.loc["natural_gaussian", "trials with opposite signs"] == 1.0
     unstim = het["dw_natural_gaussian"][:, 3:]
     assert table.loc["natural_gaussian", "|unstimulated| / |stimulated|"] == pytest.approx(np.abs(unstim).mean())
-    assert S.pattern_correlation(het, "dw_natural_gaussian") == pytest.approx(1.0)
-    assert S.pattern_correlation(het, "dw_natural_numeric") < 0.99
-    assert S.heterosynaptic_spread(het, "dw_natural_gaussian") == pytest.approx(
+    assert E.pattern_correlation(het, "dw_natural_gaussian") == pytest.approx(1.0)
+    assert E.pattern_correlation(het, "dw_natural_numeric") < 0.99
+    assert E.heterosynaptic_spread(het, "dw_natural_gaussian") == pytest.approx(
         np.median(unstim.std(1) / np.abs(unstim.mean(1))))
-    assert S.heterosynaptic_mean_ratio(het) == pytest.approx(het["dw_natural_numeric"][:, 3:].mean() / unstim.mean())
-    assert S.estimated_metric_keys(het, 20) == {20: "dw_natural_numeric", 50: "dw_natural_numeric_50",
+    assert E.heterosynaptic_mean_ratio(het) == pytest.approx(het["dw_natural_numeric"][:, 3:].mean() / unstim.mean())
+    assert E.estimated_metric_keys(het, 20) == {20: "dw_natural_numeric", 50: "dw_natural_numeric_50",
                                                 100: "dw_natural_numeric_100"}
-    noise = S.sampling_noise_table(het, 20)
+    noise = E.sampling_noise_table(het, 20)
     assert list(noise.index) == [20, 50, 100]
     assert noise.loc[100, "correlation with the Gaussian-metric pattern"] == pytest.approx(1.0)
-    assert S.estimated_metric_self_correlation(het, 20) == pytest.approx(1.0)  # 2 * gauss vs gauss
+    assert E.estimated_metric_self_correlation(het, 20) == pytest.approx(1.0)  # 2 * gauss vs gauss
     del het["dw_natural_numeric_50"], het["dw_natural_numeric_100"]
-    assert np.isnan(S.estimated_metric_self_correlation(het, 20))
+    assert np.isnan(E.estimated_metric_self_correlation(het, 20))
 
 
 def test_gain_slope_and_blocked_gap():
     variance = np.geomspace(1.0, 100.0, 20)
     gain = np.stack([3.0 / variance, 5.0 / variance])
-    assert S.gain_slope(variance, gain) == pytest.approx(-1.0)
-    assert S.gain_slope(variance, variance**0.5) == pytest.approx(0.5)
+    assert E.gain_slope(variance, gain) == pytest.approx(-1.0)
+    assert E.gain_slope(variance, variance**0.5) == pytest.approx(0.5)
     blocks = {"w0": np.zeros(2), "w_1": np.array([3.0, 4.0]), "w_20": np.array([3.0, 4.5])}
-    assert S.blocked_update_gap(blocks) == pytest.approx(0.1)
+    assert E.blocked_update_gap(blocks) == pytest.approx(0.1)
 
 
 def test_blocked_and_per_step_updates_agree():
-    blocks = S.blocked_vs_per_step_experiment(n_inputs=10, duration=1.0, seed=0)
+    blocks = E.blocked_vs_per_step_experiment(n_inputs=10, duration=1.0, seed=0)
     assert set(blocks) == {"w0", "w_1", "w_20"}
-    assert 0 < S.blocked_update_gap(blocks) < 0.05
+    assert 0 < E.blocked_update_gap(blocks) < 0.05
 
 
 def test_identify_changes_and_dual_space_table(setup):
@@ -403,7 +403,7 @@ def test_identify_changes_and_dual_space_table(setup):
     rng = np.random.default_rng(5)
     weights = students[:, None, :] + np.cumsum(rng.normal(0, 1e-3, (3, 20, RATES.size)), axis=1)
     weights[:, 0] = students
-    table = S.identify_changes(weights)
+    table = E.identify_changes(weights)
     assert list(table.columns) == ["early (10 % of the run)", "end"]
     before, after = students.ravel(), weights[:, -1].ravel()
     keep = domain_mask(before, after)
@@ -411,7 +411,7 @@ def test_identify_changes_and_dual_space_table(setup):
     direct = identify(before[keep], after[keep]).set_index("candidate")["delta_cdf"]
     np.testing.assert_allclose(table["end"].loc[direct.index], direct)
     speed = {"rates": RATES, "weights_euclidean": weights, "weights_natural_gaussian": weights[::-1]}
-    psi = S.dual_space_table(speed, samples)
+    psi = E.dual_space_table(speed, samples)
     assert list(psi.index) == [(r, w) for r in ("euclidean", "natural_gaussian") for w in ("early", "end")]
     change = weights[:, -1] - weights[:, 0]
     assert psi.loc[("euclidean", "end"), "DeltaCDF, 2-norm (pooled)"] == pytest.approx(delta_cdf(change.ravel()))
@@ -421,7 +421,7 @@ def test_identify_changes_and_dual_space_table(setup):
 
 
 def test_psp_statistics_match_campbell():
-    stats = S.psp_statistics([10.0, 40.0], 100_000, seed=2)
+    stats = E.psp_statistics([10.0, 40.0], 100_000, seed=2)
     assert list(stats["rate (Hz)"]) == [10.0, 40.0]
     np.testing.assert_allclose(stats["measured rate (Hz)"], [10.0, 40.0], rtol=0.15)
     np.testing.assert_allclose(stats["mean PSP / (rate a1)"], 1.0, rtol=0.15)

@@ -1,0 +1,473 @@
+"""The experiments of the spiking-neuron chapter, and the analysis of their results.
+
+Each ``*_experiment`` function runs one of the chapter's simulations with the model of
+:mod:`synaptic_geometry.spiking` and returns a dict of arrays (for
+:func:`synaptic_geometry.store.cached`); the functions after them turn those dicts into the
+numbers of the chapter's tables: learning speed, dendritic democracy, heterosynaptic changes,
+the gain slope, and the Delta-CDF of the weight changes in several dual spaces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from synaptic_geometry.gaussianity import delta_cdf, domain_mask, identify
+from synaptic_geometry.spiking import (
+    Neuron,
+    RULES,
+    check_rates,
+    fisher_metric_estimate,
+    fisher_potential_gradient,
+    gaussian_metric_inverse,
+    input_traces,
+    invert_metric,
+    learn,
+    protocol_updates,
+    stationary_samples,
+    teacher_student,
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# Experiments of the chapter (each returns a dict of arrays, for synaptic_geometry.store.cached)
+# ----------------------------------------------------------------------------------------------
+
+
+def two_group_rates(n: int, low: float, high: float) -> np.ndarray:
+    """n input rates: the first half at ``low`` Hz, the second half at ``high`` Hz."""
+    return np.r_[np.full(n // 2, float(low)), np.full(n - n // 2, float(high))]
+
+
+def _late_kl(kl: np.ndarray) -> np.ndarray:
+    """Mean KL over the last quarter of the records (inf for diverged runs)."""
+    late = kl[..., -max(1, kl.shape[-1] // 4):]
+    score = np.mean(late, axis=-1)
+    return np.where(np.isfinite(score), score, np.inf)
+
+
+def learning_speed_experiment(n_inputs: int = 100, low: float = 10.0, high: float = 50.0,
+                              duration: float = 200.0, lrs_euclidean=(1e-6, 3e-6, 1e-5, 3e-5),
+                              lrs_natural=(1e-6, 3e-6, 1e-5, 3e-5), n_tune: int = 2,
+                              n_eval: int = 8, numeric_runs: int = 2, update_every: int = 20,
+                              record_every: float = 2.0, seed: int = 0) -> dict[str, np.ndarray]:
+    """Teacher-student learning with Euclidean and natural gradients, each at its best lr.
+
+    The lr of each rule is chosen from its grid by the lowest mean KL over the last quarter of
+    the run, on a separate tuning draw (teacher and students from seed + 1000, ``n_tune`` runs per
+    lr). The chosen lrs are then run on ``n_eval`` fresh students of a fresh teacher (seed); the
+    numerical-metric natural gradient runs on the first ``numeric_runs`` of them at the natural
+    lr chosen for the Gaussian metric.
+    """
+    rates = two_group_rates(n_inputs, low, high)
+    out: dict[str, np.ndarray] = {"rates": rates}
+    common = dict(update_every=update_every, record_every=record_every)
+    best = {}
+    for rule, grid in (("euclidean", lrs_euclidean), ("natural_gaussian", lrs_natural)):
+        teacher, students = teacher_student(n_inputs, rates, seed + 1000, n_tune)
+        lr = np.repeat(np.asarray(grid, dtype=float), n_tune)
+        res = learn(rule, rates, teacher, np.tile(students, (len(grid), 1)), lr,
+                    [seed + 1000 + k for k in range(lr.size)], duration, on_divergence="stop", **common)
+        scores = _late_kl(res["kl"]).reshape(len(grid), n_tune).mean(axis=1)
+        best[rule] = float(np.asarray(grid)[np.argmin(scores)])
+        out[f"tune_lrs_{rule}"] = np.asarray(grid, dtype=float)
+        out[f"tune_scores_{rule}"] = scores
+        out[f"best_lr_{rule}"] = np.array(best[rule])
+    teacher, students = teacher_student(n_inputs, rates, seed, n_eval)
+    out["teacher"], out["w0"] = teacher, students
+    seeds = [seed + k for k in range(n_eval)]
+    for rule in ("euclidean", "natural_gaussian"):
+        res = learn(rule, rates, teacher, students, best[rule], seeds, duration,
+                    record_weights=True, on_divergence="stop", **common)
+        for key in ("kl", "rate_error", "weight_error", "weights"):
+            out[f"{key}_{rule}"] = res[key]
+        out["times"] = res["times"]
+    if numeric_runs > 0:
+        res = learn("natural_numeric", rates, teacher, students[:numeric_runs], best["natural_gaussian"],
+                    seeds[:numeric_runs], duration, on_divergence="stop", **common)
+        for key in ("kl", "rate_error", "weight_error"):
+            out[f"{key}_natural_numeric"] = res[key]
+    return out
+
+
+def dendritic_democracy_experiment(n_inputs: int = 100, rate: float = 20.0, duration: float = 100.0,
+                                   lr_euclidean: float = 1e-5, lr_natural: float = 3e-6,
+                                   alpha_min: float = 0.1, n_runs: int = 4, update_every: int = 20,
+                                   record_every: float = 2.0, numeric: bool = True,
+                                   seed: int = 0) -> dict[str, np.ndarray]:
+    """Learning with and without dendritic attenuation, same somatic start, same spikes.
+
+    Synapse i has attenuation alpha_i, log-spaced in [alpha_min, 1] (shuffled); every run is
+    simulated twice with identical seeds: once with alpha = 1 and once with the attenuation,
+    starting from the same somatic weights (dendritic w0 = v0 / alpha). Returns somatic weights.
+    """
+    rates = np.full(n_inputs, float(rate))
+    rng = np.random.default_rng([seed, 11])
+    alpha = rng.permutation(np.geomspace(alpha_min, 1.0, n_inputs))
+    teacher, v0 = teacher_student(n_inputs, rates, seed + 2000, n_runs)
+    out: dict[str, np.ndarray] = {"alpha": alpha, "teacher": teacher, "v0": v0, "rates": rates}
+    seeds = [seed + 2000 + k for k in range(n_runs)] * 2
+    att = np.concatenate([np.ones((n_runs, n_inputs)), np.tile(alpha, (n_runs, 1))])
+    w0 = np.concatenate([v0, v0 / alpha])
+    rules = [("euclidean", lr_euclidean), ("natural_gaussian", lr_natural)]
+    if numeric:
+        rules.append(("natural_numeric", lr_natural))
+    for rule, lr in rules:
+        res = learn(rule, rates, teacher, w0, lr, seeds, duration, attenuation=att, update_every=update_every,
+                    record_every=record_every, record_weights=True, on_divergence="stop")
+        somatic = res["weights"] * att[:, None, :]
+        out[f"somatic_{rule}"] = somatic
+        out["times"] = res["times"]
+    return out
+
+
+def heterosynaptic_experiment(n_inputs: int = 100, baseline: float = 10.0, n_stimulated: int = 20,
+                              stim_rate: float = 50.0, target_rate: float = 80.0, duration: float = 1.0,
+                              n_trials: int = 20, n_metric_samples: int = 4000,
+                              more_samples: Sequence[int] = (), seed: int = 0,
+                              neuron: Neuron = Neuron()) -> dict[str, np.ndarray]:
+    """Weight changes when only some synapses are stimulated (the rest silent).
+
+    The neuron's long-run inputs (which set the metric) are all at ``baseline`` Hz. During the
+    protocol the first ``n_stimulated`` inputs fire at ``stim_rate`` Hz, the others are silent, and
+    the teacher asks for ``target_rate`` Hz. Weights stay fixed during the protocol; the summed
+    update at unit learning rate is returned for each rule, per trial (n_trials, n). For each
+    count in ``more_samples`` the estimated-metric update is repeated with that many samples
+    (key ``dw_natural_numeric_<count>``), to show how its sampling noise shrinks.
+    """
+    metric_rates = np.full(n_inputs, float(baseline))
+    protocol_rates = np.zeros(n_inputs)
+    protocol_rates[:n_stimulated] = stim_rate
+    _, weights = teacher_student(n_inputs, metric_rates, seed + 3000, n_trials, neuron)
+    n_steps = int(round(duration / neuron.dt))
+    _, x = input_traces(protocol_rates, n_steps, [seed + 3000 + k for k in range(n_trials)], neuron)
+    rng = np.random.default_rng([seed, 13])
+    target = rng.poisson(target_rate * neuron.dt, size=(n_trials, n_steps))
+    samples = stationary_samples(metric_rates, n_metric_samples, seed + 3000, neuron)
+    out = {"weights": weights, "stimulated": np.arange(n_inputs) < n_stimulated}
+    with threadpool_limits(limits=1):
+        for rule in RULES:
+            out[f"dw_{rule}"] = protocol_updates(rule, weights, x, target, metric_rates, neuron,
+                                                 x_samples=samples)
+        for count in more_samples:
+            more = stationary_samples(metric_rates, int(count), seed + 3001, neuron)
+            out[f"dw_natural_numeric_{int(count)}"] = protocol_updates(
+                "natural_numeric", weights, x, target, metric_rates, neuron, x_samples=more)
+    return out
+
+
+def presynaptic_variance_experiment(n_inputs: int = 100, rate_min: float = 2.0, rate_max: float = 50.0,
+                                    n_metric_samples: int = 8000, n_neurons: int = 4, seed: int = 0,
+                                    neuron: Neuron = Neuron()) -> dict[str, np.ndarray]:
+    """The homosynaptic gain (diagonal of G^-1) of each synapse against its presynaptic variance.
+
+    Rates log-spaced in [rate_min, rate_max]; the Fisher metric is estimated from stationary
+    samples (no Gaussian approximation) for ``n_neurons`` random weight vectors, and also formed
+    in the Gaussian approximation. Returns the measured trace variances and both diagonals.
+    """
+    rates = np.geomspace(rate_min, rate_max, n_inputs)
+    _, weights = teacher_student(n_inputs, rates, seed + 4000, n_neurons, neuron)
+    samples = stationary_samples(rates, n_metric_samples, seed + 4000, neuron)
+    with threadpool_limits(limits=1):
+        numeric = invert_metric(fisher_metric_estimate(weights, samples, neuron))
+    gaussian = gaussian_metric_inverse(weights, rates, neuron)
+    return {"rates": rates, "variance": samples.var(axis=0), "weights": weights,
+            "gain_numeric": np.diagonal(numeric, axis1=-2, axis2=-1).copy(),
+            "gain_gaussian": np.diagonal(gaussian, axis1=-2, axis2=-1).copy()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Analysis of the experiments' results (the numbers of the chapter's tables)
+# ----------------------------------------------------------------------------------------------
+
+Results = Mapping[str, np.ndarray]
+"""A dict of arrays returned by one of the experiments above (or loaded from the store)."""
+
+
+def psp_statistics(rates, n_steps: int, seed: int, neuron: Neuron = Neuron(),
+                   skip: int = 400) -> pd.DataFrame:
+    """Measured input rates and PSP-trace moments of one simulated run, relative to Campbell's theorem.
+
+    The first ``skip`` steps (the traces start from rest) are left out of the moments. Columns:
+    rate, measured rate, mean PSP / (rate a1), PSP variance / (rate a2), all close to the rate
+    or to 1 for a correct simulation.
+    """
+    rates = check_rates(rates)
+    spikes, x = input_traces(rates, n_steps, seeds=[seed], neuron=neuron)
+    a1, a2 = neuron.psp_integrals()
+    x = x[0, skip:]
+    return pd.DataFrame({
+        "rate (Hz)": rates,
+        "measured rate (Hz)": spikes[0].sum(0) / (n_steps * neuron.dt),
+        "mean PSP / (rate a1)": x.mean(0) / (rates * a1),
+        "PSP variance / (rate a2)": x.var(0) / (rates * a2),
+    })
+
+
+def blocked_vs_per_step_experiment(n_inputs: int = 100, duration: float = 20.0,
+                                   seed: int = 0) -> dict[str, np.ndarray]:
+    """Natural-gradient learning with updates every step and every 20 steps, on the same spikes.
+
+    Two runs (seeds seed + 500, seed + 501) of the 10/50 Hz teacher-student task at lr 3e-6.
+    Returns the initial weights ``w0`` and the final weights ``w_1`` and ``w_20``.
+    """
+    rates = two_group_rates(n_inputs, 10.0, 50.0)
+    teacher, w0 = teacher_student(n_inputs, rates, seed + 500, 2)
+    out = {}
+    for every in (1, 20):
+        res = learn("natural_gaussian", rates, teacher, w0, 3e-6, [seed + 500, seed + 501],
+                    duration=duration, record_every=duration, n_metric_samples=500,
+                    update_every=every, metric_every=max(1, 200 // every))
+        out[f"w_{every}"] = res["w_final"]
+    out["w0"] = w0
+    return out
+
+
+def blocked_update_gap(blocks: Results) -> float:
+    """|w(blocked updates) - w(per-step updates)| / |total change| from blocked_vs_per_step_experiment."""
+    return float(np.linalg.norm(blocks["w_20"] - blocks["w_1"]) / np.linalg.norm(blocks["w_1"] - blocks["w0"]))
+
+
+def tuning_table(speed: Results) -> pd.DataFrame:
+    """The learning-rate grid of each rule with its late KL on the tuning draw."""
+    return pd.concat([pd.DataFrame({"rule": rule, "lr": speed[f"tune_lrs_{rule}"],
+                                    "late KL on tuning draw (nats/s)": speed[f"tune_scores_{rule}"]})
+                      for rule in ("euclidean", "natural_gaussian")])
+
+
+def rules_run(results: Results, prefix: str = "kl") -> list[str]:
+    """The rules (in the order of RULES) that have ``<prefix>_<rule>`` in the results."""
+    return [rule for rule in RULES if f"{prefix}_{rule}" in results]
+
+
+def time_to_fraction(kl: np.ndarray, times: np.ndarray, fraction: float = 0.25) -> float:
+    """First time at which the median KL over runs (rows) is at most ``fraction`` of its initial value.
+
+    inf if it never gets there.
+    """
+    kl = np.asarray(kl, dtype=float)
+    if kl.ndim != 2 or kl.shape[1] != len(times):
+        raise ValueError(f"kl must have shape (runs, {len(times)}) to match times; got {kl.shape}")
+    med = np.nanmedian(kl, axis=0)
+    below = np.flatnonzero(med <= fraction * med[0])
+    return float(times[below[0]]) if below.size else float("inf")
+
+
+def group_weight_error(weights, teacher, rates, group: str) -> float:
+    """Median over runs of the relative weight error on the ``"low"``- or ``"high"``-rate inputs.
+
+    weights: (runs, n) final weights (somatic = dendritic: no attenuation); teacher: (n,).
+    The low group is the inputs at the smallest rate, the high group all others.
+    """
+    if group not in ("low", "high"):
+        raise ValueError(f"group must be 'low' or 'high'; got {group!r}")
+    weights, teacher, rates = np.asarray(weights), np.asarray(teacher), np.asarray(rates)
+    low = rates == rates.min()
+    sel = low if group == "low" else ~low
+    return float(np.median(np.linalg.norm(weights[:, sel] - teacher[sel], axis=1) / np.linalg.norm(teacher[sel])))
+
+
+def speed_summary(speed: Results, rule: str, runs: slice | None = None) -> dict[str, float]:
+    """The learning-speed measures of one rule (all evaluation runs, or the runs in ``runs``).
+
+    lr, runs, time to KL/4, late KL (mean over the last quarter) and its sem over runs, final
+    weight and rate errors (medians) and, for all runs of a rule with recorded weights, the final
+    weight error per input group.
+    """
+    all_runs = runs is None
+    kl = speed[f"kl_{rule}"][slice(None) if all_runs else runs]
+    late = kl[:, -max(1, kl.shape[1] // 4):]
+    lr_key = "best_lr_natural_gaussian" if "natural" in rule else f"best_lr_{rule}"
+    sel = slice(None) if all_runs else runs
+    row = {"lr": float(speed[lr_key]),
+           "runs": kl.shape[0], "time to KL/4 (s)": time_to_fraction(kl, speed["times"]),
+           "late KL (nats/s)": float(np.nanmean(late)),
+           "late KL sem": float(np.nanstd(late.mean(1)) / np.sqrt(kl.shape[0])),
+           "final weight error": float(np.nanmedian(speed[f"weight_error_{rule}"][sel, -1])),
+           "final rate error (Hz)": float(np.nanmedian(speed[f"rate_error_{rule}"][sel, -1]))}
+    if f"weights_{rule}" in speed and all_runs:
+        final = speed[f"weights_{rule}"][:, -1]
+        row["weight error, 10 Hz group"] = group_weight_error(final, speed["teacher"], speed["rates"], "low")
+        row["weight error, 50 Hz group"] = group_weight_error(final, speed["teacher"], speed["rates"], "high")
+    return row
+
+
+def learning_speed_table(speed: Results) -> pd.DataFrame:
+    """speed_summary of each rule run, plus the Gaussian-metric rule on the estimated-metric runs.
+
+    The estimated-metric runs are the first few evaluation runs, so the extra row
+    ``"natural_gaussian, same runs as estimated"`` compares the two metrics on the same runs.
+    """
+    rows = {rule: speed_summary(speed, rule) for rule in rules_run(speed)}
+    if "kl_natural_numeric" in speed:
+        n_num = speed["kl_natural_numeric"].shape[0]
+        rows["natural_gaussian, same runs as estimated"] = speed_summary(speed, "natural_gaussian", slice(0, n_num))
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def attenuation_groups(alpha) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of the distal (lowest quarter of alpha) and proximal (highest quarter) synapses."""
+    alpha = np.asarray(alpha)
+    return alpha < np.quantile(alpha, 0.25), alpha > np.quantile(alpha, 0.75)
+
+
+def error_removed(somatic: np.ndarray, teacher: np.ndarray, sel: np.ndarray) -> float:
+    """Median over runs of the fraction of the initial somatic error on ``sel`` removed at the end.
+
+    somatic: (runs, records, n) somatic weights; teacher: (n,); sel: (n,) boolean mask.
+    """
+    err = np.linalg.norm(somatic[:, :, sel] - teacher[sel], axis=2)
+    return float(np.median(1 - err[:, -1] / err[:, 0]))
+
+
+def democracy_table(demo: Results) -> pd.DataFrame:
+    """Per rule: how far the attenuated somatic trajectory departs from the plain one, and progress.
+
+    The first half of the runs in ``somatic_<rule>`` is without attenuation, the second half with it
+    (as returned by dendritic_democracy_experiment).
+    """
+    k = demo["v0"].shape[0]
+    distal, proximal = attenuation_groups(demo["alpha"])
+    rows = []
+    for rule in rules_run(demo, "somatic"):
+        som = demo[f"somatic_{rule}"]
+        plain, attenuated = som[:k], som[k:]
+        deviation = np.max(np.abs(attenuated - plain)) / np.max(np.abs(plain - plain[:, :1]))
+        rows.append({"rule": rule, "max |attenuated - plain| / max somatic change": deviation,
+                     "error removed, distal quarter": error_removed(attenuated, demo["teacher"], distal),
+                     "error removed, proximal quarter": error_removed(attenuated, demo["teacher"], proximal),
+                     "error removed without attenuation (distal set)": error_removed(plain, demo["teacher"], distal)})
+    return pd.DataFrame(rows).set_index("rule")
+
+
+def heterosynaptic_table(het: Results) -> pd.DataFrame:
+    """Per rule: homosynaptic and heterosynaptic changes of the protocol and their relation.
+
+    Columns: mean stimulated change, mean |unstimulated change|, their ratio of sizes, the share of
+    trials whose mean unstimulated change has the sign opposite to the stimulated one, and the
+    median over trials of the R^2 of a straight-line fit of the unstimulated change against the
+    synapse's weight (nan if the unstimulated synapses never change).
+    """
+    stim = het["stimulated"].astype(bool)
+    rows = []
+    for rule in RULES:
+        dw = het[f"dw_{rule}"]
+        hom, hetero = dw[:, stim].mean(1), dw[:, ~stim]
+        fits = [np.polyfit(het["weights"][t, ~stim], hetero[t], 1) for t in range(dw.shape[0])]
+        r2 = [1 - np.var(hetero[t] - np.polyval(fits[t], het["weights"][t, ~stim])) / max(np.var(hetero[t]), 1e-300)
+              for t in range(dw.shape[0])]
+        rows.append({"rule": rule, "mean change, stimulated": float(hom.mean()),
+                     "mean |change|, unstimulated": float(np.abs(hetero).mean()),
+                     "|unstimulated| / |stimulated|": float(np.abs(hetero).mean() / np.abs(dw[:, stim]).mean()),
+                     "trials with opposite signs": float(np.mean(np.sign(hetero.mean(1)) == -np.sign(hom))),
+                     "R^2 of change vs weight (per trial, median)": float(np.median(r2)) if np.any(hetero) else np.nan})
+    return pd.DataFrame(rows).set_index("rule")
+
+
+def pattern_correlation(het: Results, key: str, other: str = "dw_natural_gaussian") -> float:
+    """Median over trials of the correlation of two rules' changes across the unstimulated synapses."""
+    stim = het["stimulated"].astype(bool)
+    return float(np.median([np.corrcoef(het[key][t, ~stim], het[other][t, ~stim])[0, 1]
+                            for t in range(het["weights"].shape[0])]))
+
+
+def heterosynaptic_spread(het: Results, key: str) -> float:
+    """Median over trials of sd / |mean| of the change across the unstimulated synapses."""
+    d = het[key][:, ~het["stimulated"].astype(bool)]
+    return float(np.median(d.std(1) / np.abs(d.mean(1))))
+
+
+def heterosynaptic_mean_ratio(het: Results) -> float:
+    """Mean unstimulated change under the estimated metric / under the Gaussian metric."""
+    stim = het["stimulated"].astype(bool)
+    return float(het["dw_natural_numeric"][:, ~stim].mean() / het["dw_natural_gaussian"][:, ~stim].mean())
+
+
+def estimated_metric_keys(het: Results, n_metric_samples: int) -> dict[int, str]:
+    """Sample count -> key of the estimated-metric changes (``n_metric_samples`` is the main count)."""
+    prefix = "dw_natural_numeric_"
+    more = sorted(int(k[len(prefix):]) for k in het if k.startswith(prefix))
+    return {int(n_metric_samples): "dw_natural_numeric"} | {m: f"{prefix}{m}" for m in more}
+
+
+def sampling_noise_table(het: Results, n_metric_samples: int) -> pd.DataFrame:
+    """Per sample count of the estimated metric: pattern correlation with the Gaussian metric and spread."""
+    keys = estimated_metric_keys(het, n_metric_samples)
+    table = pd.DataFrame({
+        "correlation with the Gaussian-metric pattern":
+            {m: pattern_correlation(het, k) for m, k in keys.items()},
+        "spread (sd / |mean|) across unstimulated synapses":
+            {m: heterosynaptic_spread(het, k) for m, k in keys.items()}})
+    table.index.name = "samples for the estimated metric"
+    return table
+
+
+def estimated_metric_self_correlation(het: Results, n_metric_samples: int) -> float:
+    """Pattern correlation between the estimated-metric changes at the two largest sample counts."""
+    keys = estimated_metric_keys(het, n_metric_samples)
+    counts = sorted(keys)
+    if len(counts) < 2:
+        return float("nan")
+    return pattern_correlation(het, keys[counts[-1]], keys[counts[-2]])
+
+
+def gain_slope(variance, gain) -> float:
+    """Log-log slope of the homosynaptic gain (averaged over neurons, axis 0) against the variance."""
+    gain = np.asarray(gain)
+    return float(np.polyfit(np.log(variance), np.log(gain.mean(0) if gain.ndim > 1 else gain), 1)[0])
+
+
+def _snapshots(n_records: int) -> tuple[int, int]:
+    """Record indices of the early (10 % of the run) and the end snapshots."""
+    return max(1, n_records // 10), n_records - 1
+
+
+def identify_changes(weights: np.ndarray) -> pd.DataFrame:
+    """Delta-CDF of each default candidate for the change from the start, pooled over runs.
+
+    weights: (runs, records, n). Columns: early (10 % of the run) and end; rows: candidates.
+    Pairs outside a candidate's domain (e.g. sign changes under negative entropy) are left out.
+    """
+    early, end = _snapshots(weights.shape[1])
+    out = {}
+    for name, idx in (("early (10 % of the run)", early), ("end", end)):
+        before, after = weights[:, 0].ravel(), weights[:, idx].ravel()
+        keep = domain_mask(before, after)
+        out[name] = identify(before[keep], after[keep]).set_index("candidate")["delta_cdf"]
+    return pd.DataFrame(out)
+
+
+def change_target_correlation(speed: Results, rule: str) -> float:
+    """Correlation, pooled over runs, of the total weight change with teacher - initial weights."""
+    change = (speed[f"weights_{rule}"][:, -1] - speed["w0"]).ravel()
+    target = (speed["teacher"][None, :] - speed["w0"]).ravel()
+    return float(np.corrcoef(change, target)[0, 1])
+
+
+def dual_space_table(speed: Results, x_samples: np.ndarray, neuron: Neuron = Neuron()) -> pd.DataFrame:
+    """Delta-CDF of the weight changes in the dual space of the Fisher potential Psi and in the 2-norm.
+
+    Per rule (Euclidean, Gaussian-metric natural) and snapshot (early, end): the change of
+    grad Psi (estimated from ``x_samples``) pooled over synapses, divided by the input rate, and
+    centred within each run for the low-rate group; and the plain weight change pooled and for
+    the low-rate group.
+    """
+    rows = []
+    low = speed["rates"] == speed["rates"].min()
+    for rule in ("euclidean", "natural_gaussian"):
+        w = speed[f"weights_{rule}"]
+        for name, idx in zip(("early", "end"), _snapshots(w.shape[1])):
+            dual = (fisher_potential_gradient(w[:, idx], x_samples, neuron)
+                    - fisher_potential_gradient(w[:, 0], x_samples, neuron))
+            change = w[:, idx] - w[:, 0]
+            rows.append({"rule": rule, "when": name,
+                         "DeltaCDF, Psi dual (pooled)": delta_cdf(dual.ravel()),
+                         "DeltaCDF, Psi dual / rate (pooled)": delta_cdf((dual / speed["rates"]).ravel()),
+                         "DeltaCDF, Psi dual, 10 Hz group, centred": delta_cdf(
+                             (dual - dual.mean(1, keepdims=True))[:, low].ravel(), centered=True),
+                         "DeltaCDF, 2-norm (pooled)": delta_cdf(change.ravel()),
+                         "DeltaCDF, 2-norm, 10 Hz group": delta_cdf(change[:, low].ravel())})
+    return pd.DataFrame(rows).set_index(["rule", "when"])
