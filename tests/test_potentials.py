@@ -240,8 +240,8 @@ def test_constructor_and_type_errors():
         get_potential("2-norm").bregman(np.ones(2), torch.ones(2))
     with pytest.raises(ValueError, match="equal shape"):
         get_potential("2-norm").bregman(np.ones(2), np.ones(3))
-    with pytest.raises(NotImplementedError):
-        Potential().grad(np.ones(2))
+    with pytest.raises(TypeError, match="abstract"):
+        Potential()
 
 
 # ---------------------------------------------------------------- domain and non-finite input

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import math
 import re
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -112,24 +113,28 @@ def _format_number(x: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
-class Potential:
+class Potential(ABC):
     """Abstract separable potential; see the module docstring for the methods' meaning."""
 
     name: str = ""
     keeps_sign: bool = False
 
     # -- elementwise maths, implemented by subclasses (inputs already validated) --
+    @abstractmethod
     def _f(self, w: Array) -> Array:
-        raise NotImplementedError
+        """Elementwise, on validated input."""
 
+    @abstractmethod
     def _grad(self, w: Array) -> Array:
-        raise NotImplementedError
+        """Elementwise, on validated input."""
 
+    @abstractmethod
     def _inv_grad(self, y: Array, sign: Array | None) -> Array:
-        raise NotImplementedError
+        """Elementwise, on validated input."""
 
+    @abstractmethod
     def _hess(self, w: Array) -> Array:
-        raise NotImplementedError
+        """Elementwise, on validated input."""
 
     def _bregman_terms(self, a: Array, b: Array) -> Array:
         """Elementwise D(a, b); the default is the definition."""
