@@ -13,10 +13,10 @@ MATHJAX := node_modules/mathjax/es5/tex-chtml.js
 .PHONY: book html test benchmarks chromium clean
 
 book: $(INSTALLED) $(MATHJAX)
-	$(PY) -m synaptic_geometry.pipeline build --profile $(PROFILE)
+	$(PY) -m synaptic_geometry.book.build build --profile $(PROFILE)
 
 html: $(INSTALLED) $(MATHJAX)
-	$(PY) -m synaptic_geometry.pipeline html
+	$(PY) -m synaptic_geometry.book.build html
 
 test: $(INSTALLED) $(MATHJAX) chromium
 	$(PY) -m pytest -ra
@@ -41,4 +41,4 @@ chromium:
 	  else echo "chromium is missing: install it (sudo apt-get install chromium) to run the screenshot test"; fi; }
 
 clean:
-	rm -rf _build book/executed results
+	rm -rf _build book/*.ipynb results

@@ -18,7 +18,7 @@ import tempfile
 import time
 
 
-from synaptic_geometry import linreg
+from synaptic_geometry.experiments import linreg
 
 
 def bench_grid(seeds: int, workers: int) -> None:

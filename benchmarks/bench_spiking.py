@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-from synaptic_geometry import spiking
-from synaptic_geometry import spiking_experiments as experiments
+from synaptic_geometry.experiments import spiking
+from synaptic_geometry.experiments import spiking_experiments as experiments
 
 
 def timed(fn):

@@ -14,7 +14,7 @@ def book_copy(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("book")
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy(REPO / name, root / name)
-    shutil.copytree(REPO / "book", root / "book", ignore=shutil.ignore_patterns("executed"))
+    shutil.copytree(REPO / "book", root / "book", ignore=shutil.ignore_patterns("*.ipynb"))
     shutil.copytree(REPO / "notebooks", root / "notebooks")
     (root / "node_modules").symlink_to(REPO / "node_modules")
     return root

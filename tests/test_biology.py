@@ -1,9 +1,9 @@
-"""Tests for synaptic_geometry.biology: initial weights, learning simulations, power analysis."""
+"""Tests for synaptic_geometry.experiments.biology: initial weights, learning simulations, power analysis."""
 
 import numpy as np
 import pytest
 
-from synaptic_geometry import biology as B
+from synaptic_geometry.experiments import biology as B
 from synaptic_geometry.gaussianity import delta_cdf, dual_change, identify
 
 
@@ -109,7 +109,7 @@ def test_simulated_measurements_without_noise_are_gaussian_in_true_geometry():
     for truth in ("negative_entropy", "2-norm", "3-norm"):
         before, after = B.simulate_measurements(5000, truth, rng, rel_change=0.1)
         keep = B.consistent_rows(before, after)
-        scores = identify(before[keep], after[keep], candidates=B.POWER_CANDIDATES)
+        scores = identify(before[keep], after[keep], candidates=B.TRAINED_POTENTIALS)
         assert scores["candidate"].iloc[0] == truth
     before, after = B.simulate_measurements(2000, "negative_entropy", rng)
     assert np.all(np.sign(before) == np.sign(after))
@@ -275,7 +275,7 @@ def test_identification_table_names_the_training_geometry(trained):
     assert list(table["trained with"]) == ["negative_entropy", "2-norm"]
     assert list(table["identified"]) == ["negative_entropy", "2-norm"]
     eg = trained["negative_entropy"]
-    direct = identify(eg.w_before, eg.w_after, candidates=B.POWER_CANDIDATES)
+    direct = identify(eg.w_before, eg.w_after, candidates=B.TRAINED_POTENTIALS)
     for c, d in zip(direct["candidate"], direct["delta_cdf"]):
         assert table.loc[0, f"Delta-CDF {c}"] == pytest.approx(d)
 

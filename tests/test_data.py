@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from synaptic_geometry import data
+from synaptic_geometry.experiments import data
 
 
 def test_embedded_mnist_split_is_stratified_seeded_and_disjoint():

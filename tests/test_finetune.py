@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from synaptic_geometry import finetune as ft
-from synaptic_geometry import models, sweep
+from synaptic_geometry.experiments import finetune as ft
+from synaptic_geometry.experiments import models
+from synaptic_geometry.infra import sweep
 
 PRE = dict(dataset="digits-embedded", epochs=1, lr=0.1)
 
@@ -64,13 +65,13 @@ def test_missed_accuracy_is_recorded_with_extensions(store_root):
 def test_analysis_tables(store_root):
     arrays = ft.finetune(tiny_run("negative_entropy"), store_root)
     table = ft.analyse(arrays)
-    assert sorted(table["candidate"]) == sorted(ft.ANALYSIS_POTENTIALS)
+    assert sorted(table["candidate"]) == sorted(ft.CANDIDATE_POTENTIALS)
     assert table["delta_cdf"].is_monotonic_increasing and table["rank"].tolist() == [1, 2, 3, 4, 5]
     touched = ft.analyse(arrays, exclude_untouched=True)
     assert touched["n_weights"].iloc[0] == int(arrays["touched/features.1.weight"].sum())
     best = ft.inferred(table.assign(arch="mlp-tiny", potential="negative_entropy", seed=0))
     matrix = ft.identification_matrix(best)
-    assert matrix.to_numpy().sum() == 1 and list(matrix.columns) == list(ft.ANALYSIS_POTENTIALS)
+    assert matrix.to_numpy().sum() == 1 and list(matrix.columns) == list(ft.CANDIDATE_POTENTIALS)
 
 
 def test_zero_handling_under_negative_entropy():

@@ -10,7 +10,7 @@ from scipy.integrate import quad
 from scipy.special import ndtr, ndtri
 
 from synaptic_geometry.gaussianity import (
-    DEFAULT_CANDIDATES,
+    CANDIDATE_POTENTIALS,
     as_flat_array,
     change_magnitude,
     delta_cdf,
@@ -229,8 +229,8 @@ def test_identify_picks_negative_entropy_when_change_is_gaussian_in_its_dual_spa
     after = ne.inv_grad(ne.grad(before) + 0.3 * rng.standard_normal(before.size), sign=np.sign(before))
     table = identify(before, after)
     assert list(table.columns) == ["candidate", "delta_cdf", "magnitude"]
-    assert list(table.index) == list(range(len(DEFAULT_CANDIDATES)))
-    assert sorted(table.candidate) == sorted(DEFAULT_CANDIDATES)
+    assert list(table.index) == list(range(len(CANDIDATE_POTENTIALS)))
+    assert sorted(table.candidate) == sorted(CANDIDATE_POTENTIALS)
     assert table.delta_cdf.is_monotonic_increasing
     assert table.candidate[0] == "negative_entropy"
     assert table.delta_cdf[1] > 3 * table.delta_cdf[0]

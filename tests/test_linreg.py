@@ -1,12 +1,12 @@
-"""Tests for synaptic_geometry.linreg: inputs, the exact limit, the iterative protocol, sweeps."""
+"""Tests for synaptic_geometry.experiments.linreg: inputs, the exact limit, the iterative protocol, sweeps."""
 
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
 
-from synaptic_geometry import linreg
-from synaptic_geometry.linreg import ProjectionError, bregman_projection
+from synaptic_geometry.experiments import linreg
+from synaptic_geometry.experiments.linreg import ProjectionError, bregman_projection
 from synaptic_geometry.optim import MirrorDescent
 from synaptic_geometry.potentials import get_potential
 

@@ -1,4 +1,4 @@
-"""Tests for synaptic_geometry.measured: the identify tool on paired measurements (Python and CLI)."""
+"""Tests for synaptic_geometry.identify.tool: the identify tool on paired measurements (Python and CLI)."""
 
 import json
 import subprocess
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synaptic_geometry import measured as M
-from synaptic_geometry.biology import simulate_measurements
+from synaptic_geometry.identify import tool as M
+from synaptic_geometry.experiments.biology import simulate_measurements
 
 CANDIDATES = ("negative_entropy", "2-norm", "3-norm")
 
@@ -162,7 +162,7 @@ def test_cli_writes_figure_and_tables(tmp_path, capsys):
     assert fig.read_bytes()[:4] == b"\x89PNG"
     written = pd.read_csv(table)
     assert written["candidate"].iloc[0] == "negative_entropy"
-    assert len(written) == len(M.DEFAULT_CANDIDATES)
+    assert len(written) == len(M.CANDIDATE_POTENTIALS)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["after.csv", "before.csv", "out.csv", "out.png"]
 
     js = tmp_path / "out.json"
@@ -273,14 +273,14 @@ def test_module_runs_as_script(tmp_path):
     b, a = write_pair(tmp_path, before, after, column="weight")
     fig = tmp_path / "f.png"
     done = subprocess.run(
-        [sys.executable, "-m", "synaptic_geometry.measured", b, a, "--n-boot", "100", "--figure", str(fig)],
+        [sys.executable, "-m", "synaptic_geometry.identify.tool", b, a, "--n-boot", "100", "--figure", str(fig)],
         capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert "best: negative_entropy" in done.stdout
     assert fig.exists()
     failed = subprocess.run(
-        [sys.executable, "-m", "synaptic_geometry.measured", b, str(tmp_path / "missing.csv")],
+        [sys.executable, "-m", "synaptic_geometry.identify.tool", b, str(tmp_path / "missing.csv")],
         capture_output=True, text=True, timeout=120,
     )
     assert failed.returncode == 1

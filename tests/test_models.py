@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from synaptic_geometry import models
+from synaptic_geometry.experiments import models
 
 OWN = ["mlp-tiny", "convnet-tiny", "rnn-tiny"]
 

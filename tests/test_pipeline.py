@@ -1,12 +1,13 @@
 """Profiles, parameter checks and failure reporting of the papermill pipeline."""
 
+import shutil
 import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
 
-from synaptic_geometry import pipeline
+from synaptic_geometry.book import build as pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,6 +29,7 @@ def test_profiles_only_set_declared_parameters(chapter, profile):
 def test_parameters_cell_holds_the_default_profile(chapter):
     declared = pipeline.notebook_parameters(chapter, REPO)
     assert declared["profile"] == "default"
+    assert declared["machine"] == pipeline.load_machine("default")
     for name, value in pipeline.load_profile(chapter, "default").items():
         assert declared[name] == value, f"{chapter}: parameters cell has {name}={declared[name]!r}, default profile {value!r}"
 
@@ -50,14 +52,15 @@ def test_unknown_chapter_is_refused():
 def _scratch_project(tmp_path, monkeypatch, body: str) -> Path:
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "_config.yml").write_text("title: scratch\n")
-    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: book/executed/broken\n")
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: book/broken\n")
     header = "---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
     header += "kernelspec:\n  name: python3\n  display_name: Python 3\n---\n\n# Broken\n\n"
-    cells = "```{code-cell} ipython3\n:tags: [parameters]\n\nprofile = 'default'\nn = 1\n```\n\n" + body
+    cells = "```{code-cell} ipython3\n:tags: [parameters]\n\nprofile = 'default'\nmachine = {}\nn = 1\n```\n\n" + body
     (tmp_path / "notebooks" / "broken.md").write_text(header + cells)
     profiles = tmp_path / "profiles"
     profiles.mkdir()
     (profiles / "broken.yml").write_text(yaml.safe_dump({"tiny": {"n": 0}, "default": {"n": 1}, "paper": {"n": 2}}))
+    shutil.copy(pipeline.PROFILE_DIR / "machine.yml", profiles / "machine.yml")
     monkeypatch.setattr(pipeline, "PROFILE_DIR", profiles)
     return tmp_path
 
@@ -116,3 +119,52 @@ def test_console_script_dispatches_identify(tmp_path, capsys):
     script = _Path(sys.executable).parent / "synaptic-geometry"
     listing = subprocess.run([str(script), "--help"], capture_output=True, text=True)
     assert listing.returncode == 0 and "identify" in listing.stdout and "book" in listing.stdout
+
+
+@pytest.mark.parametrize("chapter", pipeline.chapters(REPO))
+def test_every_parameter_has_a_meaning(chapter):
+    declared = set(pipeline.notebook_parameters(chapter, REPO)) - {"profile", "machine"}
+    assert set(pipeline.load_meanings(chapter)) == declared
+
+
+def test_machine_settings_are_validated_and_overridable():
+    assert pipeline.load_machine("tiny")["executor"] == "serial"
+    assert pipeline.load_machine("default", {"workers": 4, "device": None})["workers"] == 4
+    with pytest.raises(pipeline.PipelineError, match="known: serial, local, submitit"):
+        pipeline.load_machine("default", {"executor": "mpi"})
+    with pytest.raises(pipeline.PipelineError, match="positive integer"):
+        pipeline.load_machine("default", {"workers": 0})
+    with pytest.raises(pipeline.PipelineError, match="unknown machine setting"):
+        pipeline.load_machine("default", {"gpus": 2})
+
+
+def test_imported_modules_lists_package_modules_of_code_cells():
+    source = (REPO / "notebooks" / "mirror_descent.md").read_text()
+    modules = pipeline.imported_modules(source)
+    assert "synaptic_geometry.potentials" in modules
+    assert all(name.startswith("synaptic_geometry.") for name in modules)
+
+
+def test_unchanged_chapter_is_not_reexecuted_and_a_changed_parameter_is(tmp_path, monkeypatch):
+    body = "```{code-cell} ipython3\nimport time\nprint(time.time())\n```\n"
+    root = _scratch_project(tmp_path, monkeypatch, body)
+    out = tmp_path / "out"
+    first = pipeline.execute("broken", "tiny", out_dir=out, results_root=tmp_path / "r", root=root)
+    again = pipeline.execute("broken", "tiny", out_dir=out, results_root=tmp_path / "r", root=root,
+                             machine={"workers": 3})  # machine settings do not count
+    assert not first.reused and again.reused
+    changed = pipeline.execute("broken", "tiny", out_dir=out, results_root=tmp_path / "r", root=root, overrides={"n": 5})
+    assert not changed.reused
+    forced = pipeline.execute("broken", "tiny", out_dir=out, results_root=tmp_path / "r", root=root,
+                              overrides={"n": 5}, force=True)
+    assert not forced.reused
+
+
+def test_parameter_cells_are_hidden_from_the_book(tmp_path, monkeypatch):
+    import nbformat
+
+    root = _scratch_project(tmp_path, monkeypatch, "```{code-cell} ipython3\nx = n\n```\n")
+    done = pipeline.execute("broken", "tiny", out_dir=tmp_path / "out", results_root=tmp_path / "r", root=root)
+    notebook = nbformat.read(done.path, as_version=4)
+    hidden = [c for c in notebook.cells if {"parameters", "injected-parameters"} & set(c.metadata.get("tags", []))]
+    assert len(hidden) == 2 and all("remove-cell" in c.metadata["tags"] for c in hidden)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from synaptic_geometry import store
+from synaptic_geometry.infra import store
 
 
 def test_second_call_loads_instead_of_recomputing(tmp_path):
@@ -75,3 +75,66 @@ def test_environment_variable_sets_the_default_root(tmp_path, monkeypatch):
     monkeypatch.setenv(store.RESULTS_ENV, str(tmp_path / "elsewhere"))
     store.cached("demo", {}, lambda: {"x": np.ones(1)}, root=None)
     assert list((tmp_path / "elsewhere" / "demo").glob("*.npz"))
+
+
+def test_default_root_is_the_repository_store_without_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv(store.RESULTS_ENV, raising=False)
+    (tmp_path / "_config.yml").write_text("title: x\n")
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "deep").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks" / "deep")  # as a notebook opened in Jupyter
+    assert store.default_root() == tmp_path / "results" / "default"
+    assert store.default_root("tiny") == tmp_path / "results" / "tiny"
+
+
+def _package(tmp_path, monkeypatch):
+    """A scratch package: a.py imports b.py; c.py is unrelated."""
+    package = tmp_path / "synaptic_geometry"
+    package.mkdir()
+    (package / "__init__.py").write_text("from synaptic_geometry import c\n")
+    (package / "a.py").write_text("from synaptic_geometry.b import helper\n")
+    (package / "b.py").write_text("def helper():\n    return 1\n")
+    (package / "c.py").write_text("X = 1\n")
+    monkeypatch.setattr(store, "PACKAGE_DIR", package)
+    store.module_dependencies.cache_clear()
+    store.code_version.cache_clear()
+    return package
+
+
+def _edit(package, name, text):
+    (package / name).write_text(text)
+    store.module_dependencies.cache_clear()
+    store.code_version.cache_clear()
+
+
+def test_dependencies_follow_imports_transitively(tmp_path, monkeypatch):
+    _package(tmp_path, monkeypatch)
+    assert store.module_dependencies("synaptic_geometry.a") == ("synaptic_geometry.a", "synaptic_geometry.b")
+    with pytest.raises(ValueError, match="not a module"):
+        store.module_dependencies("numpy")
+
+
+def test_experiment_recomputes_only_when_its_own_code_changes(tmp_path, monkeypatch):
+    package = _package(tmp_path, monkeypatch)
+    calls = []
+
+    def compute(n: int, scale: float = 2.0):
+        calls.append(n)
+        return {"x": np.arange(n) * scale}
+
+    compute.__module__ = "synaptic_geometry.a"
+    run = store.experiment("demo_exp")(compute)
+    results = tmp_path / "results"
+    first = run(n=3, root=results)
+    assert not first.from_store and calls == [3]
+    again = run(3, root=results)  # positional and keyword bind to the same parameters
+    assert again.from_store and calls == [3]
+    assert again.provenance["params"] == {"n": 3, "scale": 2.0}
+    _edit(package, "c.py", "X = 2\n")  # unrelated module: still cached
+    assert run(n=3, root=results).from_store and calls == [3]
+    _edit(package, "b.py", "def helper():\n    return 2\n")  # a dependency: recomputed
+    assert not run(n=3, root=results).from_store and calls == [3, 3]
+    assert not run(n=3, root=results, recompute=True).from_store and calls == [3, 3, 3]
+    with pytest.raises(TypeError, match="demo_exp"):
+        run(m=3, root=results)
+    np.testing.assert_array_equal(run.compute(n=2)["x"], [0.0, 2.0])

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synaptic_geometry import sweep
+from synaptic_geometry.infra import sweep
 
 JOB_MODULE = '''
 import os, time, uuid
@@ -69,7 +69,7 @@ def test_kill_and_resume(job_env):
     jobs = [{"i": i} for i in range(3)]
     root = job_env / "store"
     script = textwrap.dedent(f"""
-        from synaptic_geometry import sweep
+        from synaptic_geometry.infra import sweep
         sweep.run_sweep("sweepjobs:job", {jobs!r}, "demo", root={str(root)!r}, executor="serial", progress=False)
     """)
     env = {**os.environ, "SWEEP_SLEEP": "60"}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from synaptic_geometry.trajectory import descend, least_squares
+from synaptic_geometry.experiments.trajectory import descend, least_squares
 
 
 def test_gradient_descent_path_matches_the_closed_form():

@@ -1,3 +1,49 @@
-"""synaptic_geometry: mirror descent, weight-change statistics and the book that uses them."""
+"""synaptic_geometry: mirror descent, weight-change statistics and the book that uses them.
+
+The public API is the core that every chapter and the identify tool build on:
+
+* potentials: :class:`Potential` and its kinds, :func:`get_potential` (by name, e.g.
+  ``"negative_entropy"``, ``"3-norm"``, ``"hypentropy:0.1"``), and the book's named sets
+  :data:`TRAINED_POTENTIALS` and :data:`CANDIDATE_POTENTIALS`;
+* the optimizer: :class:`MirrorDescent` (a sibling of ``torch.optim.SGD``) and its functional
+  core :func:`mirror_descent`;
+* Gaussianity statistics: :func:`dual_change`, :func:`delta_cdf`, :func:`change_magnitude`,
+  :func:`identify` and :func:`domain_mask`.
+
+The chapters' experiments live in :mod:`synaptic_geometry.experiments`, the identify tool in
+:mod:`synaptic_geometry.identify`, the results store and sweeps in :mod:`synaptic_geometry.infra`,
+and the book build in :mod:`synaptic_geometry.book`.
+"""
+
+from synaptic_geometry.gaussianity import change_magnitude, delta_cdf, domain_mask, dual_change, identify
+from synaptic_geometry.optim import MirrorDescent, mirror_descent
+from synaptic_geometry.potentials import (
+    CANDIDATE_POTENTIALS,
+    TRAINED_POTENTIALS,
+    Hypentropy,
+    NegativeEntropy,
+    PNorm,
+    Potential,
+    display_name,
+    get_potential,
+)
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "CANDIDATE_POTENTIALS",
+    "TRAINED_POTENTIALS",
+    "Hypentropy",
+    "MirrorDescent",
+    "NegativeEntropy",
+    "PNorm",
+    "Potential",
+    "change_magnitude",
+    "delta_cdf",
+    "display_name",
+    "domain_mask",
+    "dual_change",
+    "get_potential",
+    "identify",
+    "mirror_descent",
+]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import sys
 
+from synaptic_geometry.book.build import main as book_main
+from synaptic_geometry.identify.tool import main as identify_main
+
 COMMANDS = {
     "book": "execute the chapters at a profile and build the HTML book (see `synaptic-geometry book --help`)",
     "identify": "which geometry makes the change between BEFORE.csv and AFTER.csv most Gaussian",
@@ -20,11 +23,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "book":
-        from synaptic_geometry.pipeline import main as book_main
 
         return book_main(rest)
     if command == "identify":
-        from synaptic_geometry.measured import main as identify_main
 
         return identify_main(rest)
     print(f"error: unknown command {command!r}; known: {', '.join(COMMANDS)}", file=sys.stderr)

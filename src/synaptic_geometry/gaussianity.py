@@ -43,10 +43,9 @@ import pandas as pd
 import torch
 from scipy.special import ndtr, ndtri
 
-from synaptic_geometry.potentials import Potential, get_potential
+from synaptic_geometry.potentials import CANDIDATE_POTENTIALS, Potential, get_potential
 
 __all__ = [
-    "DEFAULT_CANDIDATES",
     "as_flat_array",
     "change_magnitude",
     "delta_cdf",
@@ -56,7 +55,6 @@ __all__ = [
     "identify",
 ]
 
-DEFAULT_CANDIDATES = ("negative_entropy", "1.5-norm", "2-norm", "2.5-norm", "3-norm")
 
 ACCEPTED = "a numpy array, a torch tensor, or a list/tuple of them"
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -318,7 +316,7 @@ def _candidate_potentials(candidates: Sequence[str | Potential]) -> list[Potenti
         except (ValueError, TypeError) as err:
             raise ValueError(f"unknown candidate {spec!r}: {err}") from None
     if not potentials:
-        raise ValueError(f"no candidates given; e.g. candidates={DEFAULT_CANDIDATES}")
+        raise ValueError(f"no candidates given; e.g. candidates={CANDIDATE_POTENTIALS}")
     names = [p.name for p in potentials]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
@@ -327,7 +325,7 @@ def _candidate_potentials(candidates: Sequence[str | Potential]) -> list[Potenti
 
 
 def domain_mask(
-    w_before: Weights, w_after: Weights, candidates: Sequence[str | Potential] = DEFAULT_CANDIDATES
+    w_before: Weights, w_after: Weights, candidates: Sequence[str | Potential] = CANDIDATE_POTENTIALS
 ) -> np.ndarray:
     """Boolean mask over the flattened weights: True where every candidate can analyse the weight.
 
@@ -348,7 +346,7 @@ def domain_mask(
 def identify(
     w_before: Weights,
     w_after: Weights,
-    candidates: Sequence[str | Potential] = DEFAULT_CANDIDATES,
+    candidates: Sequence[str | Potential] = CANDIDATE_POTENTIALS,
     centered: bool = False,
 ) -> pd.DataFrame:
     """Delta-CDF and change magnitude of the dual change under each candidate potential.

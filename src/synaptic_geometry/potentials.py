@@ -60,8 +60,17 @@ __all__ = [
     "NegativeEntropy",
     "Hypentropy",
     "get_potential",
+    "display_name",
     "KNOWN_FORMS",
+    "TRAINED_POTENTIALS",
+    "CANDIDATE_POTENTIALS",
 ]
+
+# The book's named sets of potentials, defined here once and used everywhere:
+# the three geometries the paper trains with, in the order of its figures' rows,
+TRAINED_POTENTIALS = ("negative_entropy", "2-norm", "3-norm")
+# and the candidates a weight change is tested against (the paper's analysis potentials).
+CANDIDATE_POTENTIALS = ("negative_entropy", "1.5-norm", "2-norm", "2.5-norm", "3-norm")
 
 KNOWN_FORMS = (
     "'<p>-norm' with p > 1 (e.g. '2-norm', '3-norm', '1.5-norm'), "
@@ -349,3 +358,14 @@ def get_potential(spec: str | Potential) -> Potential:
             raise ValueError(f"unknown potential {spec!r}: {match['beta']!r} is not a number; known: {KNOWN_FORMS}") from None
         return Hypentropy(beta)
     raise ValueError(f"unknown potential {spec!r}; known: {KNOWN_FORMS}")
+
+
+def display_name(potential: str | Potential) -> str:
+    """The words the book uses for a potential: ``"negative entropy"``, ``"3-norm"``,
+    ``"hypentropy (β = 0.1)"``. Raises ``ValueError`` for an unknown name."""
+    phi = get_potential(potential)
+    if isinstance(phi, NegativeEntropy):
+        return "negative entropy"
+    if isinstance(phi, Hypentropy):
+        return f"hypentropy (β = {phi.beta:g})"
+    return f"{phi.p:g}-norm"

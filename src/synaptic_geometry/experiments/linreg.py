@@ -26,8 +26,10 @@ import pandas as pd
 import scipy.linalg
 from threadpoolctl import threadpool_limits
 
-from .potentials import Potential, get_potential
-from .store import cached
+from synaptic_geometry.gaussianity import change_magnitude, delta_cdf, domain_mask, dual_change
+from synaptic_geometry.infra.store import cached
+from synaptic_geometry.optim import MirrorDescent
+from synaptic_geometry.potentials import TRAINED_POTENTIALS, Potential, get_potential
 
 __all__ = [
     "correlation",
@@ -49,7 +51,6 @@ __all__ = [
     "ROBUSTNESS_CANDIDATES",
 ]
 
-FIGURE_POTENTIALS = ("negative_entropy", "2-norm", "3-norm")
 ROBUSTNESS_CANDIDATES = ("negative_entropy",) + tuple(f"{p / 10:g}-norm" for p in range(11, 31))
 
 
@@ -427,7 +428,6 @@ def _run_mirror_descent(X, y, w0, potential: str, lr: float, steps: int, momentu
     """Full-batch mirror descent on the mean squared error, cosine-annealed lr; returns (w, loss)."""
     import torch
 
-    from .optim import MirrorDescent
 
     Xt = torch.as_tensor(X, dtype=torch.float64)
     yt = torch.as_tensor(y, dtype=torch.float64)
@@ -515,7 +515,6 @@ def published_protocol(
 
 
 def _metrics(w0: np.ndarray, w: np.ndarray, potential: str) -> tuple[float, float]:
-    from .gaussianity import change_magnitude, delta_cdf, dual_change
 
     return float(delta_cdf(dual_change(w0, w, potential), centered=False)), float(change_magnitude(w0, w, potential))
 
@@ -556,7 +555,7 @@ def figure_grid(
     widths: Sequence[int],
     exponents: Sequence[float] = (0.5, 0.75),
     qs: Sequence[float] = (2.0, 1.0),
-    potentials: Sequence[str] = FIGURE_POTENTIALS,
+    potentials: Sequence[str] = TRAINED_POTENTIALS,
     seeds: Sequence[int] = tuple(range(30)),
     s: float = 1.0,
     root=None,
@@ -613,7 +612,7 @@ def compare_protocols(
     widths: Sequence[int],
     exponent: float = 0.75,
     q: float = 2.0,
-    potentials: Sequence[str] = FIGURE_POTENTIALS,
+    potentials: Sequence[str] = TRAINED_POTENTIALS,
     seed: int = 0,
     s: float = 1.0,
     root=None,
@@ -669,7 +668,7 @@ def _robustness_start(kind: str, size: int, rng: np.random.Generator) -> np.ndar
 
 
 def robustness_sweep(
-    true_potentials: Sequence[str] = FIGURE_POTENTIALS,
+    true_potentials: Sequence[str] = TRAINED_POTENTIALS,
     starts: Sequence[str] = ("lognormal", "normal"),
     candidates: Sequence[str] = ROBUSTNESS_CANDIDATES,
     seeds: Sequence[int] = tuple(range(30)),
@@ -685,7 +684,6 @@ def robustness_sweep(
     (negative_entropy) and are dropped for it; ``dropped`` records their fraction. Returns a long
     table: true, start, candidate, seed, delta_cdf, dropped.
     """
-    from .gaussianity import delta_cdf, domain_mask, dual_change
 
     true_potentials = [get_potential(p).name for p in true_potentials]
     candidates = [get_potential(p).name for p in candidates]
@@ -724,7 +722,7 @@ def robustness_sweep(
 
 def failure_sweep(
     widths: Sequence[int],
-    potentials: Sequence[str] = FIGURE_POTENTIALS,
+    potentials: Sequence[str] = TRAINED_POTENTIALS,
     seeds: Sequence[int] = tuple(range(5)),
     *,
     ratio: float | None = None,

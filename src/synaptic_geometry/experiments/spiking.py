@@ -27,7 +27,7 @@ advanced a weight-update block of ``update_every`` steps at a time by :class:`Bl
 Randomness comes only from the explicit per-run seeds.
 
 The chapter's experiments and the analysis of their results live in
-:mod:`synaptic_geometry.spiking_experiments`.
+:mod:`synaptic_geometry.experiments.spiking_experiments`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from scipy.linalg import cho_factor, cho_solve
 from scipy.signal import lfilter
 from scipy.special import expit
 from threadpoolctl import threadpool_limits
-
 
 RULES = ("euclidean", "natural_gaussian", "natural_numeric")
 _GH_NODES, _GH_WEIGHTS = np.polynomial.hermite_e.hermegauss(80)

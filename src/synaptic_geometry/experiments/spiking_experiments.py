@@ -1,8 +1,8 @@
 """The experiments of the spiking-neuron chapter, and the analysis of their results.
 
 Each ``*_experiment`` function runs one of the chapter's simulations with the model of
-:mod:`synaptic_geometry.spiking` and returns a dict of arrays (for
-:func:`synaptic_geometry.store.cached`); the functions after them turn those dicts into the
+:mod:`synaptic_geometry.experiments.spiking` and returns a dict of arrays (for
+:func:`synaptic_geometry.infra.store.cached`); the functions after them turn those dicts into the
 numbers of the chapter's tables: learning speed, dendritic democracy, heterosynaptic changes,
 the gain slope, and the Delta-CDF of the weight changes in several dual spaces.
 """
@@ -15,10 +15,9 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from synaptic_geometry.gaussianity import delta_cdf, domain_mask, identify
-from synaptic_geometry.spiking import (
-    Neuron,
+from synaptic_geometry.experiments.spiking import (
     RULES,
+    Neuron,
     check_rates,
     fisher_metric_estimate,
     fisher_potential_gradient,
@@ -30,10 +29,10 @@ from synaptic_geometry.spiking import (
     stationary_samples,
     teacher_student,
 )
-
+from synaptic_geometry.gaussianity import delta_cdf, domain_mask, identify
 
 # ----------------------------------------------------------------------------------------------
-# Experiments of the chapter (each returns a dict of arrays, for synaptic_geometry.store.cached)
+# Experiments of the chapter (each returns a dict of arrays, for synaptic_geometry.infra.store.cached)
 # ----------------------------------------------------------------------------------------------
 
 

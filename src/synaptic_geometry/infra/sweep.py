@@ -2,7 +2,7 @@
 
 A job is a dict of JSON parameters handed to a job function ``fn(params, root) -> dict of arrays``
 (a callable importable by name, or a ``"module:function"`` string). Each result is saved by
-:func:`synaptic_geometry.store.cached` under ``<root>/<name>/<key>.npz``; the store writes under a
+:func:`synaptic_geometry.infra.store.cached` under ``<root>/<name>/<key>.npz``; the store writes under a
 temporary name and renames, so a job is *done* exactly when its ``.npz`` exists, and a job killed
 half-way leaves nothing that looks finished. Rerunning a sweep skips done jobs and runs the rest.
 
@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import store
+from synaptic_geometry.infra import store
 
 EXECUTORS = ("serial", "local", "submitit")
 JobFn = Callable[[dict, object], dict]

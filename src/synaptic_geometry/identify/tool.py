@@ -8,12 +8,12 @@ how decisively it wins.
 
 Python::
 
-    from synaptic_geometry.measured import identify_measurements
+    from synaptic_geometry.identify.tool import identify_measurements
     result = identify_measurements(before, after, n_boot=1000, seed=0)
     result.table        # candidate, delta_cdf, ci_low, ci_high, best_fraction
     result.best, result.best_fraction, result.margin, result.margin_ci
 
-Command line (``synaptic-geometry identify`` or ``python -m synaptic_geometry.measured``)::
+Command line (``synaptic-geometry identify`` or ``python -m synaptic_geometry.identify.tool``)::
 
     synaptic-geometry identify BEFORE.csv AFTER.csv --column size --id-column synapse \\
         --figure identify.png --table identify.csv
@@ -36,12 +36,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .gaussianity import delta_cdf, dual_change
-from .potentials import get_potential
+from synaptic_geometry.experiments.biology import simulate_measurements
+from synaptic_geometry.gaussianity import delta_cdf, dual_change
+from synaptic_geometry.infra.store import cached
+from synaptic_geometry.potentials import CANDIDATE_POTENTIALS, get_potential
 
 __all__ = [
     "MIN_SYNAPSES",
-    "DEFAULT_CANDIDATES",
     "INVALID_POLICIES",
     "MeasurementError",
     "Measurements",
@@ -55,7 +56,6 @@ __all__ = [
     "main",
 ]
 
-DEFAULT_CANDIDATES = ("negative_entropy", "1.5-norm", "2-norm", "2.5-norm", "3-norm")
 INVALID_POLICIES = ("error", "drop_rows", "drop_candidates")
 
 #: Fewest synapses the tool accepts (after any dropped rows). Below 20 the empirical CDF moves in
@@ -276,7 +276,7 @@ def _sign_rows(before: np.ndarray, after: np.ndarray) -> np.ndarray:
 def identify_measurements(
     before,
     after,
-    candidates: Sequence[str] = DEFAULT_CANDIDATES,
+    candidates: Sequence[str] = CANDIDATE_POTENTIALS,
     n_boot: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
@@ -411,7 +411,7 @@ def identify_measurements(
 def calibrate(
     n_values: Sequence[int],
     true_potentials: Sequence[str] = ("negative_entropy", "2-norm", "3-norm"),
-    candidates: Sequence[str] = DEFAULT_CANDIDATES,
+    candidates: Sequence[str] = CANDIDATE_POTENTIALS,
     reps: int = 20,
     n_boot: int = 200,
     seed: int = 0,
@@ -421,12 +421,11 @@ def calibrate(
     """How often the verdict is decisive, and decisive but wrong, on simulated experiments.
 
     Simulates ``reps`` experiments per true potential and synapse count with
-    :func:`synaptic_geometry.biology.simulate_measurements` (keyword arguments ``condition``),
+    :func:`synaptic_geometry.experiments.biology.simulate_measurements` (keyword arguments ``condition``),
     runs :func:`identify_measurements` with the given ``invalid`` policy (used only when some
     synapse is zero or changes sign), and returns ``best_correct``,
     ``decisive`` and ``decisive_wrong`` (shares; truth x n) and ``best_fraction`` (mean; truth x n).
     """
-    from .biology import simulate_measurements
 
     truths = [get_potential(t).name for t in true_potentials]
     shape = (len(truths), len(n_values))
@@ -454,7 +453,6 @@ def cached_calibration(
     n_values, reps=20, n_boot=200, seed=0, invalid="drop_candidates", root=None, **condition
 ) -> dict[str, np.ndarray]:
     """:func:`calibrate` (default candidates and truths) through the results store."""
-    from .store import cached
 
     params = {"n_values": [int(n) for n in n_values], "reps": int(reps), "n_boot": int(n_boot),
               "seed": int(seed), "invalid": invalid, "condition": dict(condition)}
@@ -546,7 +544,7 @@ def build_parser(prog: str = "synaptic-geometry identify") -> argparse.ArgumentP
     parser.add_argument("--column", help="value column in both files (default: the only column besides the id column, else 'weight')")
     parser.add_argument("--id-column", help="pair synapses by this column instead of by row order")
     parser.add_argument(
-        "--candidates", default=",".join(DEFAULT_CANDIDATES),
+        "--candidates", default=",".join(CANDIDATE_POTENTIALS),
         help="comma-separated potentials, e.g. 'negative_entropy,2-norm,3-norm,hypentropy:0.1' (default: %(default)s)",
     )
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
@@ -588,4 +586,4 @@ def main(argv: Sequence[str] | None = None, prog: str = "synaptic-geometry ident
 
 
 if __name__ == "__main__":
-    sys.exit(main(prog="python -m synaptic_geometry.measured"))
+    sys.exit(main(prog="python -m synaptic_geometry.identify.tool"))

@@ -27,15 +27,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .gaussianity import delta_cdf, dual_change, identify
-from .potentials import Potential, get_potential
+from synaptic_geometry.gaussianity import delta_cdf, dual_change, identify
+from synaptic_geometry.infra.store import cached
+from synaptic_geometry.potentials import TRAINED_POTENTIALS, Potential, get_potential
 
 INIT_KINDS = ("lognormal", "two_constant")
-POWER_CANDIDATES = ("negative_entropy", "2-norm", "3-norm")
 
 __all__ = [
     "INIT_KINDS",
-    "POWER_CANDIDATES",
     "initial_weights",
     "train_linear_neuron",
     "Trained",
@@ -207,7 +206,6 @@ def learning_runs(
 
 def cached_learning_runs(root=None, **params) -> dict[str, np.ndarray]:
     """:func:`learning_runs` through the results store (keyword arguments as there)."""
-    from .store import cached
 
     params = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in params.items()}
     return cached("biology_learning", params, lambda: learning_runs(**params), root=root)
@@ -295,8 +293,8 @@ def consistent_rows(before: np.ndarray, after: np.ndarray) -> np.ndarray:
 
 def identification_accuracy(
     n_values: Sequence[int],
-    true_potentials: Sequence[str] = POWER_CANDIDATES,
-    candidates: Sequence[str] = POWER_CANDIDATES,
+    true_potentials: Sequence[str] = TRAINED_POTENTIALS,
+    candidates: Sequence[str] = TRAINED_POTENTIALS,
     reps: int = 100,
     seed: int = 0,
     n_observed_fraction: float = 1.0,
@@ -364,8 +362,8 @@ def power_analysis(
     n_values: Sequence[int],
     reps: int = 100,
     seed: int = 0,
-    true_potentials: Sequence[str] = POWER_CANDIDATES,
-    candidates: Sequence[str] = POWER_CANDIDATES,
+    true_potentials: Sequence[str] = TRAINED_POTENTIALS,
+    candidates: Sequence[str] = TRAINED_POTENTIALS,
 ) -> dict[str, np.ndarray]:
     """:func:`identification_accuracy` for each named condition (a dict of its keyword arguments).
 
@@ -414,7 +412,6 @@ def cached_power_analysis(
     root=None,
 ) -> dict[str, np.ndarray]:
     """:func:`power_analysis` through the results store (a rerun with the same inputs loads)."""
-    from .store import cached
 
     params = {
         "conditions": {k: dict(v) for k, v in conditions.items()},
@@ -516,7 +513,7 @@ def log_shape_table(runs: Mapping[str, np.ndarray], seed: int = 0) -> pd.DataFra
 
 
 def identification_table(runs: Mapping[str, np.ndarray],
-                         candidates: Sequence[str] = POWER_CANDIDATES) -> pd.DataFrame:
+                         candidates: Sequence[str] = TRAINED_POTENTIALS) -> pd.DataFrame:
     """Per start and rule of :func:`learning_runs`: the identified potential and each candidate's Delta-CDF.
 
     Synapses that changed sign are left out (negative entropy cannot analyse them). Columns:

@@ -3,7 +3,7 @@
 One *run* = (architecture, trained potential, seed). It starts from the architecture's pretrained
 weights (computed once, cached in the store and keyed by the pretraining parameters), draws
 ``N = floor(sqrt(D))`` finetuning images from the finetuning pool with its seed (D = number of
-analysed weights, :func:`synaptic_geometry.models.analysed_weights`), and trains every parameter
+analysed weights, :func:`synaptic_geometry.experiments.models.analysed_weights`), and trains every parameter
 with :class:`~synaptic_geometry.optim.MirrorDescent` under the trained potential (momentum 0.9,
 cosine-annealed learning rate, cross-entropy). The learning rate is searched over a grid (lowest
 final training loss wins); if the winner has not reached 100% training accuracy the search is
@@ -25,20 +25,22 @@ from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from . import data as data_mod
-from . import models
-from .store import cached
+from synaptic_geometry.experiments import data as data_mod
+from synaptic_geometry.experiments import models
+from synaptic_geometry.gaussianity import domain_mask, identify
+from synaptic_geometry.infra.store import cached
+from synaptic_geometry.infra.sweep import is_done, run_sweep
+from synaptic_geometry.optim import MirrorDescent
+from synaptic_geometry.potentials import CANDIDATE_POTENTIALS, TRAINED_POTENTIALS, get_potential
 
-TRAINED_POTENTIALS = ("2-norm", "negative_entropy", "3-norm")
-ANALYSIS_POTENTIALS = ("negative_entropy", "1.5-norm", "2-norm", "2.5-norm", "3-norm")
 ZERO_POLICIES = ("euclidean", "nudge")
 
 
@@ -56,7 +58,6 @@ def set_threads(n: int | None) -> None:
 
 def check_potential(name: str) -> str:
     """Canonical potential name, or a ValueError naming the accepted ones."""
-    from .potentials import get_potential
 
     return get_potential(name).name
 
@@ -136,7 +137,6 @@ def train(model: nn.Module, data: data_mod.ImageData, potential: str, lr: float,
     ``watch`` maps names to parameters whose elements are tracked: ``touched[name]`` is True where
     a nonzero gradient arrived at least once. Data order is drawn from a generator seeded by ``seed``.
     """
-    from .optim import MirrorDescent
 
     if zero_policy not in ZERO_POLICIES:
         raise ValueError(f"unknown zero_policy {zero_policy!r}; known: {', '.join(ZERO_POLICIES)}")
@@ -352,7 +352,7 @@ def weights(arrays: dict[str, np.ndarray], exclude_untouched: bool = False,
     return np.concatenate(before).astype(np.float64), np.concatenate(after).astype(np.float64)
 
 
-def analyse(arrays: dict[str, np.ndarray], candidates: Sequence[str] = ANALYSIS_POTENTIALS,
+def analyse(arrays: dict[str, np.ndarray], candidates: Sequence[str] = CANDIDATE_POTENTIALS,
             exclude_untouched: bool = False, per_layer: bool = False) -> pd.DataFrame:
     """Delta-CDF and magnitude under each candidate potential, pooled over layers or per layer.
 
@@ -362,7 +362,6 @@ def analyse(arrays: dict[str, np.ndarray], candidates: Sequence[str] = ANALYSIS_
     Columns: layer ("pooled" or a weight name), candidate, delta_cdf, magnitude, rank,
     n_weights (analysed), n_sign_changes (weights that crossed zero, dropped).
     """
-    from .gaussianity import domain_mask, identify
 
     groups = [[str(n)] for n in arrays["layers"]] if per_layer else [None]
     frames = []
@@ -380,7 +379,7 @@ def analyse(arrays: dict[str, np.ndarray], candidates: Sequence[str] = ANALYSIS_
 
 def identification_matrix(inferred: pd.DataFrame, trained_col: str = "potential", inferred_col: str = "inferred",
                           trained: Sequence[str] = TRAINED_POTENTIALS,
-                          candidates: Sequence[str] = ANALYSIS_POTENTIALS) -> pd.DataFrame:
+                          candidates: Sequence[str] = CANDIDATE_POTENTIALS) -> pd.DataFrame:
     """Counts of runs by trained potential (rows) and inferred potential (columns), all candidates shown."""
     table = pd.crosstab(inferred[trained_col], inferred[inferred_col])
     return table.reindex(index=list(trained), columns=list(candidates), fill_value=0).fillna(0).astype(int)
@@ -414,7 +413,6 @@ def plan(architectures: Sequence[str], potentials: Sequence[str], seeds: Iterabl
 def run_all(runs: Sequence[dict], root=None, executor: str = "local", workers: int = 1, threads: int | None = 1,
             progress: bool = True, **sweep_options):
     """Pretrain what is needed, then finetune every run, as resumable sweeps; returns both sweep results."""
-    from .sweep import run_sweep
 
     pretrainings = {json_key(r["pretraining"]): r["pretraining"] for r in runs
                     if not models.is_torchvision(r["arch"])}
@@ -432,9 +430,8 @@ def json_key(params: dict) -> str:
 
 
 def collect(runs: Sequence[dict], root=None, exclude_untouched: bool = False, per_layer: bool = False,
-            candidates: Sequence[str] = ANALYSIS_POTENTIALS) -> pd.DataFrame:
+            candidates: Sequence[str] = CANDIDATE_POTENTIALS) -> pd.DataFrame:
     """Scores of every finished run: one row per (run, layer, candidate) with the run's record attached."""
-    from .sweep import is_done
 
     frames = []
     for params in runs:

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from synaptic_geometry.experiments.data import _torchvision
+
 ANALYSED_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
@@ -152,7 +154,6 @@ def build_torchvision(name: str, weights_path: str | Path | None = None, downloa
     """A torchvision ImageNet network with weights from ``weights_path`` or, if ``download``, torchvision's hub."""
     if name not in TORCHVISION_ARCHITECTURES:
         raise ValueError(f"unknown torchvision architecture {name!r}; known: {', '.join(TORCHVISION_ARCHITECTURES)}")
-    from .data import _torchvision
 
     models = _torchvision().models
     if weights_path is not None:

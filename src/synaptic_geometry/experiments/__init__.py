@@ -1,0 +1,1 @@
+"""The chapters' experiments: each module holds the computations behind one chapter of the book."""

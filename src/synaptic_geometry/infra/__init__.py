@@ -1,0 +1,1 @@
+"""Infrastructure: the content-addressed results store, cached experiments and resumable sweeps."""
