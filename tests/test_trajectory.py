@@ -32,3 +32,13 @@ def test_exponentiated_gradient_path_keeps_signs_and_records_sparsely():
 def test_bad_step_counts_are_refused():
     with pytest.raises(ValueError, match="n_steps"):
         descend(least_squares(np.eye(2), np.ones(2)), np.ones(2), "2-norm", lr=0.1, n_steps=0)
+
+
+def test_cosine_schedule_anneals_the_steps_to_zero():
+    # on a linear loss every gradient is the same, so each step's size is the learning rate itself
+    loss = lambda w: w.sum()
+    path, _ = descend(loss, np.zeros(1), "2-norm", lr=1.0, n_steps=4, schedule="cosine")
+    steps = -np.diff(path[:, 0])
+    np.testing.assert_allclose(steps, 0.5 * (1 + np.cos(np.pi * np.arange(4) / 4)))
+    with pytest.raises(ValueError, match="unknown schedule"):
+        descend(loss, np.zeros(1), "2-norm", lr=1.0, n_steps=4, schedule="step")

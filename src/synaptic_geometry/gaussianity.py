@@ -43,7 +43,7 @@ import pandas as pd
 import torch
 from scipy.special import ndtr, ndtri
 
-from synaptic_geometry.potentials import CANDIDATE_POTENTIALS, Potential, get_potential
+from synaptic_geometry.potentials import CANDIDATE_POTENTIALS, Potential, get_potential, require_finite
 
 __all__ = [
     "as_flat_array",
@@ -125,12 +125,6 @@ def _check_same_shape(w_before: Weights, w_after: Weights) -> None:
     )
 
 
-def _require_finite(x: np.ndarray, what: str) -> None:
-    if not np.isfinite(x).all():
-        bad = int(np.count_nonzero(~np.isfinite(x)))
-        raise ValueError(f"{what} contain {bad} non-finite value(s) (nan or inf); all values must be finite")
-
-
 def _paired(w_before: Weights, w_after: Weights) -> tuple[np.ndarray, np.ndarray]:
     """Flat float64 copies-or-views of both weight sets, checked for shape, size and finiteness."""
     _check_same_shape(w_before, w_after)
@@ -138,8 +132,8 @@ def _paired(w_before: Weights, w_after: Weights) -> tuple[np.ndarray, np.ndarray
     after = as_flat_array(w_after, "w_after")
     if before.size == 0:
         raise ValueError("w_before and w_after are empty; need weights to compare")
-    _require_finite(before, "w_before")
-    _require_finite(after, "w_after")
+    require_finite(before, "w_before")
+    require_finite(after, "w_after")
     return before, after
 
 

@@ -61,6 +61,7 @@ __all__ = [
     "Hypentropy",
     "get_potential",
     "display_name",
+    "require_finite",
     "KNOWN_FORMS",
     "TRAINED_POTENTIALS",
     "CANDIDATE_POTENTIALS",
@@ -103,7 +104,12 @@ def _all_finite(x: Array) -> bool:
     return bool(_xp(x).isfinite(x).all())
 
 
-def _require_finite(x: Array, what: str) -> None:
+def require_finite(x: Array, what: str) -> None:
+    """Raise ``ValueError`` naming ``what`` and the count of nan/inf values if ``x`` has any.
+
+    The one finiteness check of the package (numpy arrays and torch tensors alike); ``what`` is
+    a plural noun phrase, e.g. ``"initial weights"``.
+    """
     if not _all_finite(x):
         xp = _xp(x)
         bad = int((~xp.isfinite(x)).sum())
@@ -152,12 +158,12 @@ class Potential(ABC):
     # -- public API --
     def check_domain(self, w: Array, what: str = "weights") -> None:
         """Raise ValueError if ``w`` is outside the domain of the dual map."""
-        _require_finite(_as_array(w), what)
+        require_finite(_as_array(w), what)
 
     def value(self, w: Array) -> float | torch.Tensor:
         """phi(w), summed over all elements (a float for numpy, a 0-d tensor for torch)."""
         w = _as_array(w)
-        _require_finite(w, "weights")
+        require_finite(w, "weights")
         return _sum(self._f(w))
 
     def grad(self, w: Array) -> Array:
@@ -169,7 +175,7 @@ class Potential(ABC):
     def inv_grad(self, y: Array, sign: Array | None = None) -> Array:
         """The inverse dual map; ``sign`` picks the orthant for sign-keeping potentials."""
         y = _as_array(y)
-        _require_finite(y, "dual coordinates")
+        require_finite(y, "dual coordinates")
         if sign is not None:
             sign = _as_array(sign) if not isinstance(y, torch.Tensor) else torch.as_tensor(sign)
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
@@ -194,7 +200,7 @@ class Potential(ABC):
             raise TypeError("bregman needs a and b of the same kind (both numpy or both torch)")
         if a.shape != b.shape:
             raise ValueError(f"bregman needs a and b of equal shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-        _require_finite(a, "first argument (a)")
+        require_finite(a, "first argument (a)")
         self.check_domain(b, "second argument (b)")
         return _sum(self._bregman_terms(a, b).clip(min=0))
 
@@ -254,7 +260,7 @@ class NegativeEntropy(Potential):
 
     def check_domain(self, w: Array, what: str = "weights") -> None:
         w = _as_array(w)
-        _require_finite(w, what)
+        require_finite(w, what)
         zeros = int((w == 0).sum())
         if zeros:
             raise ValueError(

@@ -1,4 +1,5 @@
-"""Run :class:`~synaptic_geometry.optim.MirrorDescent` on a small loss and record where it goes."""
+"""The package's one training loop for small full-batch problems: run
+:class:`~synaptic_geometry.optim.MirrorDescent` on a loss and record where it goes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import torch
 from synaptic_geometry.optim import MirrorDescent
 from synaptic_geometry.potentials import Potential
 
+SCHEDULES = ("constant", "cosine")
+
 
 def descend(
     loss: Callable[[torch.Tensor], torch.Tensor],
@@ -19,16 +22,37 @@ def descend(
     n_steps: int,
     momentum: float = 0.0,
     record_every: int = 1,
+    schedule: str = "constant",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Minimise ``loss(w)`` from ``w0`` by mirror descent; return the recorded path and losses.
+    """Minimise ``loss(w)`` from ``w0`` by full-batch mirror descent; return the recorded path
+    and losses.
 
-    The path has shape ``(n_records, len(w0))`` and holds ``w0``, every ``record_every``-th
-    iterate and the last one; ``losses`` holds the loss at each recorded point.
+    Parameters
+    ----------
+    loss
+        A differentiable torch function of the weight vector (float64).
+    w0, potential, lr, n_steps, momentum
+        Start, geometry, learning rate, number of steps and momentum (SGD's convention).
+    record_every
+        Record every ``record_every``-th iterate (and always the first and the last).
+    schedule
+        ``"constant"`` learning rate, or ``"cosine"`` annealing from ``lr`` to zero over the run
+        (``torch.optim.lr_scheduler.CosineAnnealingLR``, as in the paper's experiments).
+
+    Returns
+    -------
+    path, losses
+        ``path`` has shape ``(n_records, len(w0))``; ``losses`` the loss at each recorded point.
+        A run that diverges raises ``FloatingPointError`` (from the optimizer) or ends with a
+        non-finite loss.
     """
     if n_steps < 1 or record_every < 1:
         raise ValueError(f"n_steps and record_every must be >= 1 (got {n_steps}, {record_every})")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
     w = torch.tensor(np.asarray(w0, dtype=np.float64).ravel(), requires_grad=True)
     optimizer = MirrorDescent([w], lr=lr, momentum=momentum, potential=potential)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=n_steps) if schedule == "cosine" else None
     path, losses = [], []
 
     def record() -> None:
@@ -41,6 +65,8 @@ def descend(
         optimizer.zero_grad()
         loss(w).backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         if step % record_every == 0 or step == n_steps:
             record()
     return np.array(path), np.array(losses)
