@@ -8,7 +8,6 @@ import torch
 
 from synaptic_geometry.experiments import finetune as ft
 from synaptic_geometry.experiments import models
-from synaptic_geometry.infra import sweep
 
 PRE = dict(dataset="digits-embedded", epochs=1, lr=0.1)
 
@@ -25,7 +24,7 @@ def tiny_run(potential="2-norm", seed=0, arch="mlp-tiny", **options):
 
 def test_tiny_finetune_changes_weights_and_records(store_root):
     params = tiny_run("negative_entropy")
-    arrays = ft.finetune(params, store_root)
+    arrays = ft.finetune(params, root=store_root)
     layers = list(arrays["layers"])
     assert layers == ["features.1.weight"]  # the readout is not analysed
     before, after = arrays["before/features.1.weight"], arrays["after/features.1.weight"]
@@ -42,28 +41,28 @@ def test_tiny_finetune_changes_weights_and_records(store_root):
     # weights that never received a gradient did not move
     assert np.array_equal(before[~touched], after[~touched])
     # the same parameters load from the store and are identical
-    again = ft.finetune(params, store_root)
+    again = ft.finetune(params, root=store_root)
     assert np.array_equal(again["after/features.1.weight"], after)
 
 
 def test_runs_are_seeded(store_root):
-    a = ft.compute_run(tiny_run(seed=3), store_root)
-    b = ft.compute_run(tiny_run(seed=3), store_root)
-    c = ft.compute_run(tiny_run(seed=4), store_root)
+    a = ft.finetune(tiny_run(seed=3), root=store_root, recompute=True)
+    b = ft.finetune(tiny_run(seed=3), root=store_root, recompute=True)
+    c = ft.finetune(tiny_run(seed=4), root=store_root, recompute=True)
     assert np.array_equal(a["after/features.1.weight"], b["after/features.1.weight"])
     assert not np.array_equal(a["after/features.1.weight"], c["after/features.1.weight"])
 
 
 def test_missed_accuracy_is_recorded_with_extensions(store_root):
     params = tiny_run(lr_grid=[1e-6], epochs=1, extra_epochs=1, max_extensions=2)
-    arrays = ft.compute_run(params, store_root)
+    arrays = ft.finetune(params, root=store_root, recompute=True)
     assert not bool(arrays["reached_100"]) and float(arrays["train_accuracy"]) < 1.0
     assert arrays["search_epochs"].tolist() == [1, 2, 3]  # searched again with more epochs, then gave up
     assert int(arrays["epochs"]) == 3
 
 
 def test_analysis_tables(store_root):
-    arrays = ft.finetune(tiny_run("negative_entropy"), store_root)
+    arrays = ft.finetune(tiny_run("negative_entropy"), root=store_root)
     table = ft.analyse(arrays)
     assert sorted(table["candidate"]) == sorted(ft.CANDIDATE_POTENTIALS)
     assert table["delta_cdf"].is_monotonic_increasing and table["rank"].tolist() == [1, 2, 3, 4, 5]
@@ -107,8 +106,8 @@ def test_bad_input(store_root):
 
 def test_corrupt_stored_weights(tmp_path):
     params = ft.pretrain_params("rnn-tiny", **PRE)
-    ft.pretrain(params, tmp_path)
-    stored = sweep.result_path("pretrain", params, tmp_path)
+    ft.pretrain(params, root=tmp_path)
+    stored = ft.pretrain.path(params, root=tmp_path)
     stored.write_bytes(stored.read_bytes()[:100])  # truncated file
     with pytest.raises(OSError, match="unreadable"):
         ft.pretrained_model(params, tmp_path)

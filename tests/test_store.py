@@ -138,3 +138,19 @@ def test_experiment_recomputes_only_when_its_own_code_changes(tmp_path, monkeypa
     with pytest.raises(TypeError, match="demo_exp"):
         run(m=3, root=results)
     np.testing.assert_array_equal(run.compute(n=2)["x"], [0.0, 2.0])
+
+
+def test_an_experiment_called_inside_another_uses_its_store(tmp_path, monkeypatch):
+    monkeypatch.setenv(store.RESULTS_ENV, str(tmp_path / "elsewhere"))
+
+    @store.experiment("inner_demo")
+    def inner(n: int):
+        return {"x": np.arange(n)}
+
+    @store.experiment("outer_demo")
+    def outer(n: int):
+        return {"y": inner(n=n)["x"] * 2}
+
+    outer(n=2, root=tmp_path / "chosen")
+    assert list((tmp_path / "chosen" / "inner_demo").glob("*.npz"))
+    assert not (tmp_path / "elsewhere").exists()

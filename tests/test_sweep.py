@@ -19,15 +19,20 @@ JOB_MODULE = '''
 import os, time, uuid
 from pathlib import Path
 import numpy as np
+from synaptic_geometry.infra.store import experiment
 
-def job(params, root):
+@experiment("demo")
+def job(i, fail=False):
     markers = Path(os.environ["SWEEP_MARKERS"])
     markers.mkdir(parents=True, exist_ok=True)
-    (markers / f"{params['i']}-{uuid.uuid4().hex}").write_text("started")
-    if params.get("fail"):
-        raise RuntimeError(f"job {params['i']} failed on purpose")
-    time.sleep(float(os.environ.get("SWEEP_SLEEP", "0")) if params["i"] > 0 else 0.0)
-    return {"value": np.array(params["i"] ** 2)}
+    (markers / f"{i}-{uuid.uuid4().hex}").write_text("started")
+    if fail:
+        raise RuntimeError(f"job {i} failed on purpose")
+    time.sleep(float(os.environ.get("SWEEP_SLEEP", "0")) if i > 0 else 0.0)
+    return {"value": np.array(i ** 2)}
+
+def plain(i):
+    return {"value": np.array(i)}
 '''
 
 
@@ -47,21 +52,21 @@ def starts(tmp_path: Path, i: int) -> int:
 
 def test_serial_sweep_computes_then_skips(job_env):
     jobs = [{"i": i} for i in range(3)]
-    first = sweep.run_sweep("sweepjobs:job", jobs, "demo", root=job_env / "store", executor="serial", progress=False)
+    first = sweep.run_sweep("sweepjobs:job", jobs, root=job_env / "store", executor="serial", progress=False)
     assert (first.n_computed, first.n_cached, first.failures) == (3, 0, [])
-    second = sweep.run_sweep("sweepjobs:job", jobs, "demo", root=job_env / "store", executor="serial", progress=False)
+    second = sweep.run_sweep("sweepjobs:job", jobs, root=job_env / "store", executor="serial", progress=False)
     assert (second.n_computed, second.n_cached) == (0, 3)
     assert [starts(job_env, i) for i in range(3)] == [1, 1, 1]
 
 
 def test_failure_recorded_and_sweep_continues(job_env):
     jobs = [{"i": 0}, {"i": 1, "fail": True}, {"i": 2}]
-    result = sweep.run_sweep("sweepjobs:job", jobs, "demo", root=job_env / "store", executor="serial", progress=False)
+    result = sweep.run_sweep("sweepjobs:job", jobs, root=job_env / "store", executor="serial", progress=False)
     assert result.n_computed == 2 and len(result.failures) == 1
     assert "failed on purpose" in result.failures[0]["error"]
     assert "FAILED" in result.summary() and "i=1" in result.summary()
     assert (job_env / "store" / "sweeps" / "demo-failures.json").exists()
-    assert not sweep.is_done("demo", jobs[1], job_env / "store")
+    assert not sweep.is_done("sweepjobs:job", jobs[1], job_env / "store")
 
 
 def test_kill_and_resume(job_env):
@@ -70,48 +75,54 @@ def test_kill_and_resume(job_env):
     root = job_env / "store"
     script = textwrap.dedent(f"""
         from synaptic_geometry.infra import sweep
-        sweep.run_sweep("sweepjobs:job", {jobs!r}, "demo", root={str(root)!r}, executor="serial", progress=False)
+        sweep.run_sweep("sweepjobs:job", {jobs!r}, root={str(root)!r}, executor="serial", progress=False)
     """)
     env = {**os.environ, "SWEEP_SLEEP": "60"}
     proc = subprocess.Popen([sys.executable, "-c", script], env=env, start_new_session=True)
     try:
         deadline = time.time() + 60
-        while not (sweep.is_done("demo", jobs[0], root) and starts(job_env, 1) == 1):
+        while not (sweep.is_done("sweepjobs:job", jobs[0], root) and starts(job_env, 1) == 1):
             assert proc.poll() is None, "sweep subprocess ended early"
             assert time.time() < deadline, "first job did not finish in time"
             time.sleep(0.05)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert not sweep.is_done("demo", jobs[1], root)  # killed mid-job: nothing that looks finished
-    result = sweep.run_sweep("sweepjobs:job", jobs, "demo", root=root, executor="serial", progress=False)
+    assert not sweep.is_done("sweepjobs:job", jobs[1], root)  # killed mid-job: nothing that looks finished
+    result = sweep.run_sweep("sweepjobs:job", jobs, root=root, executor="serial", progress=False)
     assert (result.n_cached, result.n_computed) == (1, 2)
     assert starts(job_env, 0) == 1  # the finished job was not redone
     assert starts(job_env, 1) == 2  # the killed one was
-    assert all(sweep.is_done("demo", job, root) for job in jobs)
+    assert all(sweep.is_done("sweepjobs:job", job, root) for job in jobs)
 
 
 def test_local_processes(job_env):
     jobs = [{"i": i} for i in range(3)]
-    result = sweep.run_sweep("sweepjobs:job", jobs, "demo", root=job_env / "store", executor="local", workers=2,
+    result = sweep.run_sweep("sweepjobs:job", jobs, root=job_env / "store", executor="local", workers=2,
                              progress=False)
     assert (result.n_computed, result.failures) == (3, [])
-    data = np.load(sweep.result_path("demo", jobs[2], job_env / "store"), allow_pickle=False)
+    import sweepjobs
+
+    data = np.load(sweepjobs.job.path(**jobs[2], root=job_env / "store"), allow_pickle=False)
     assert int(data["value"]) == 4
 
 
 def test_submitit_local_executor(job_env):
     jobs = [{"i": 0}, {"i": 1, "fail": True}]
-    result = sweep.run_sweep("sweepjobs:job", jobs, "demo", root=job_env / "store", executor="submitit",
+    result = sweep.run_sweep("sweepjobs:job", jobs, root=job_env / "store", executor="submitit",
                              cluster="local", executor_options={"timeout_min": 2}, progress=False)
     assert result.n_computed == 1 and len(result.failures) == 1
-    assert sweep.is_done("demo", jobs[0], job_env / "store")
+    assert sweep.is_done("sweepjobs:job", jobs[0], job_env / "store")
 
 
 def test_bad_input(job_env):
     with pytest.raises(ValueError, match="unknown executor"):
-        sweep.run_sweep("sweepjobs:job", [{"i": 0}], "demo", root=job_env, executor="cloud")
+        sweep.run_sweep("sweepjobs:job", [{"i": 0}], root=job_env, executor="cloud")
     with pytest.raises(ValueError, match="module:function"):
         sweep.resolve("no_colon")
+    with pytest.raises(TypeError, match="not a cached experiment"):
+        sweep.run_sweep("sweepjobs:plain", [{"i": 0}], root=job_env, executor="serial")
+    with pytest.raises(TypeError, match="demo"):  # a parameter the experiment does not take
+        sweep.run_sweep("sweepjobs:job", [{"j": 0}], root=job_env, executor="serial")
     with pytest.raises(TypeError, match="JSON"):
-        sweep.run_sweep("sweepjobs:job", [{"i": object()}], "demo", root=job_env, executor="serial")
+        sweep.run_sweep("sweepjobs:job", [{"i": object()}], root=job_env, executor="serial")

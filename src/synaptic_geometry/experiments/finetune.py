@@ -36,7 +36,7 @@ from torch import nn
 from synaptic_geometry.experiments import data as data_mod
 from synaptic_geometry.experiments import models
 from synaptic_geometry.gaussianity import domain_mask, identify
-from synaptic_geometry.infra.store import cached
+from synaptic_geometry.infra.store import experiment
 from synaptic_geometry.infra.sweep import is_done, run_sweep
 from synaptic_geometry.optim import MirrorDescent
 from synaptic_geometry.potentials import CANDIDATE_POTENTIALS, TRAINED_POTENTIALS, get_potential
@@ -203,7 +203,9 @@ def pretrain_params(arch: str, dataset: str = "mnist-embedded", epochs: int = 10
             "batch_size": int(batch_size), "seed": int(seed), "data_root": data_root, "pixels": pixels}
 
 
-def _compute_pretrain(params: dict) -> dict[str, np.ndarray]:
+@experiment("pretrain")
+def pretrain(params: dict) -> dict[str, np.ndarray]:
+    """The pretrained weights and metrics for ``params`` (:func:`pretrain_params`), from the store or computed."""
     pretrain_data, pool = protocol_data(params["dataset"], params["data_root"], params["pixels"])
     model = models.build(params["arch"], pretrain_data.shape, pretrain_data.n_classes, seed=params["seed"])
     result = train(model, pretrain_data, "2-norm", params["lr"], params["epochs"], params["batch_size"],
@@ -211,11 +213,6 @@ def _compute_pretrain(params: dict) -> dict[str, np.ndarray]:
     pool_loss, pool_accuracy = evaluate(model, pool)
     return {**_state_arrays(model), "train_loss": np.float64(result["loss"]),
             "train_accuracy": np.float64(result["accuracy"]), "pool_accuracy": np.float64(pool_accuracy)}
-
-
-def pretrain(params: dict, root=None) -> dict[str, np.ndarray]:
-    """The pretrained weights and metrics for ``params`` (:func:`pretrain_params`), from the store or computed."""
-    return cached("pretrain", params, lambda: _compute_pretrain(params), root)
 
 
 def imagenet_params(arch: str, weights_path: str | None, imagenet_root: str | None, download: bool = False) -> dict:
@@ -254,7 +251,7 @@ def pretrained_model(params: dict, root=None) -> nn.Module:
     """A network carrying the pretrained weights of ``params`` (own: from the store; torchvision: from its file)."""
     if models.is_torchvision(params["arch"]):
         return models.build_torchvision(params["arch"], params.get("weights_path"), params.get("download", False))
-    arrays = pretrain(params, root)
+    arrays = pretrain(params, root=root)
     pretrain_data, _ = protocol_data(params["dataset"], params["data_root"], params["pixels"])
     model = models.build(params["arch"], pretrain_data.shape, pretrain_data.n_classes, seed=params["seed"])
     return _load_state(model, arrays)
@@ -288,9 +285,11 @@ def run_params(arch: str, potential: str, seed: int, pretraining: dict, lr_grid:
             "n_samples": None if n_samples is None else int(n_samples), "zero_policy": zero_policy}
 
 
-def compute_run(params: dict, root=None) -> dict[str, np.ndarray]:
-    """Finetune once (lr search, extensions) and return weights before/after, masks and the record."""
-    pretrained = pretrained_model(params["pretraining"], root)
+@experiment("finetune")
+def finetune(params: dict) -> dict[str, np.ndarray]:
+    """One finetuning run (``params`` from :func:`run_params`): lr search and extensions; returns
+    weights before/after, masks and the record."""
+    pretrained = pretrained_model(params["pretraining"])
     seed = params["seed"]
     if params["zero_policy"] == "nudge":
         nudge_zeros(pretrained, child_seed(seed, "nudge"))
@@ -329,11 +328,6 @@ def compute_run(params: dict, root=None) -> dict[str, np.ndarray]:
         arrays[f"after/{name}"] = after[name].detach().numpy().copy()
         arrays[f"touched/{name}"] = result["touched"][name].numpy()
     return arrays
-
-
-def finetune(params: dict, root=None) -> dict[str, np.ndarray]:
-    """One finetuning run from the store, or computed and stored (``params`` from :func:`run_params`)."""
-    return cached("finetune", params, lambda: compute_run(params, root), root)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,16 +383,6 @@ def identification_matrix(inferred: pd.DataFrame, trained_col: str = "potential"
 # Sweeps over (architecture x trained potential x seed)
 
 
-def pretrain_job(params: dict, root=None) -> dict[str, np.ndarray]:
-    """Sweep job: one pretraining (the sweep stores the result under the name ``pretrain``)."""
-    return _compute_pretrain(params)
-
-
-def finetune_job(params: dict, root=None) -> dict[str, np.ndarray]:
-    """Sweep job: one finetuning run (stored under the name ``finetune``)."""
-    return compute_run(params, root)
-
-
 def plan(architectures: Sequence[str], potentials: Sequence[str], seeds: Iterable[int], pretraining: dict[str, dict],
          **run_options) -> list[dict]:
     """Parameters of every run, architecture-major (``pretraining`` maps architecture to its parameters)."""
@@ -416,9 +400,9 @@ def run_all(runs: Sequence[dict], root=None, executor: str = "local", workers: i
 
     pretrainings = {json_key(r["pretraining"]): r["pretraining"] for r in runs
                     if not models.is_torchvision(r["arch"])}
-    first = run_sweep(pretrain_job, list(pretrainings.values()), "pretrain", root, executor, workers, threads,
+    first = run_sweep(pretrain, [{"params": p} for p in pretrainings.values()], root, executor, workers, threads,
                       progress, label_keys=["arch", "dataset"], **sweep_options)
-    second = run_sweep(finetune_job, list(runs), "finetune", root, executor, workers, threads, progress,
+    second = run_sweep(finetune, [{"params": r} for r in runs], root, executor, workers, threads, progress,
                        label_keys=["arch", "potential", "seed"], **sweep_options)
     return first, second
 
@@ -435,9 +419,9 @@ def collect(runs: Sequence[dict], root=None, exclude_untouched: bool = False, pe
 
     frames = []
     for params in runs:
-        if not is_done("finetune", params, root):
+        if not is_done(finetune, {"params": params}, root):
             continue
-        arrays = finetune(params, root)
+        arrays = finetune(params, root=root)
         table = analyse(arrays, candidates, exclude_untouched, per_layer)
         table.insert(0, "seed", params["seed"])
         table.insert(0, "potential", params["potential"])

@@ -23,6 +23,7 @@ under the book build or is opened directly in Jupyter.
 from __future__ import annotations
 
 import ast
+import contextvars
 import functools
 import hashlib
 import inspect
@@ -42,6 +43,8 @@ import numpy as np
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 RESULTS_ENV = "SYNAPTIC_GEOMETRY_RESULTS"
 _RECORDED_PACKAGES = ("numpy", "scipy", "torch", "pandas", "matplotlib")
+# The root of the experiment being computed, so that experiments it calls use the same store.
+_ACTIVE_ROOT: contextvars.ContextVar[Path | None] = contextvars.ContextVar("active_root", default=None)
 
 
 PACKAGE = "synaptic_geometry"
@@ -152,7 +155,10 @@ def default_root(profile: str = "default") -> Path:
     ``<repository>/results/<profile>`` (what the build would use), else ``./results/<profile>``.
 
     A notebook opened directly in Jupyter therefore shares the build's store for its profile.
+    While an :func:`experiment` computes, the experiments it calls use its root.
     """
+    if _ACTIVE_ROOT.get() is not None:
+        return _ACTIVE_ROOT.get()
     if os.environ.get(RESULTS_ENV):
         return Path(os.environ[RESULTS_ENV])
     root = project_root()
@@ -279,7 +285,8 @@ def experiment(name: str, depends_on: Iterable[str] = ()) -> Callable[[Callable[
     named in ``depends_on``); otherwise it computes, saves and returns it. Two keyword arguments
     are the store's, not the experiment's: ``root`` (the store's folder; default
     :func:`default_root`) and ``recompute`` (ignore a stored result). The undecorated function
-    is ``.compute``; ``.key(**params)`` and ``.provenance(**params)`` look a result up.
+    is ``.compute``; ``.key(**params)``, ``.path(**params)`` and ``.provenance(**params)`` look a
+    result up, and ``.version()`` is the code version in its key.
     """
     _check_name(name)
     extra = tuple(depends_on)
@@ -303,14 +310,24 @@ def experiment(name: str, depends_on: Iterable[str] = ()) -> Callable[[Callable[
         @functools.wraps(function)
         def run(*args, root: str | Path | None = None, recompute: bool = False, **kwargs) -> StoredResult:
             params = bind(args, kwargs)
+            folder = Path(root) if root is not None else default_root()
             if recompute:
-                folder = Path(root) if root is not None else default_root()
-                stale = folder / name / f"{result_key(name, params, version())}.npz"
-                stale.unlink(missing_ok=True)
-            return cached(name, params, lambda: function(**params), root=root, version=version())
+                (folder / name / f"{result_key(name, params, version())}.npz").unlink(missing_ok=True)
+
+            def compute() -> Mapping[str, np.ndarray]:
+                token = _ACTIVE_ROOT.set(folder)
+                try:
+                    return function(**params)
+                finally:
+                    _ACTIVE_ROOT.reset(token)
+
+            return cached(name, params, compute, root=folder, version=version())
 
         run.compute = function
         run.experiment_name = name
+        run.version = version
+        run.path = lambda *args, root=None, **kwargs: (
+            (Path(root) if root is not None else default_root()) / name / f"{result_key(name, bind(args, kwargs), version())}.npz")
         run.key = lambda *args, **kwargs: result_key(name, bind(args, kwargs), version())
         run.provenance = lambda *args, root=None, **kwargs: provenance(name, bind(args, kwargs), root, version())
         return run

@@ -1,8 +1,9 @@
 """A resumable sweep runner: independent jobs, results in the store, local processes or SLURM.
 
-A job is a dict of JSON parameters handed to a job function ``fn(params, root) -> dict of arrays``
-(a callable importable by name, or a ``"module:function"`` string). Each result is saved by
-:func:`synaptic_geometry.infra.store.cached` under ``<root>/<name>/<key>.npz``; the store writes under a
+A sweep runs one cached experiment (a function declared with
+:func:`synaptic_geometry.infra.store.experiment`, or a ``"module:function"`` string naming one)
+on many jobs: each job is a dict of the experiment's keyword parameters (JSON values), and its
+result is the experiment's stored result, ``<root>/<name>/<key>.npz``. The store writes under a
 temporary name and renames, so a job is *done* exactly when its ``.npz`` exists, and a job killed
 half-way leaves nothing that looks finished. Rerunning a sweep skips done jobs and runs the rest.
 
@@ -24,51 +25,48 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+from tqdm import tqdm
+
 from synaptic_geometry.infra import store
 
 EXECUTORS = ("serial", "local", "submitit")
-JobFn = Callable[[dict, object], dict]
+Experiment = Callable[..., store.StoredResult]
 
 
-def resolve(fn: JobFn | str) -> JobFn:
-    """A job function from a callable or a ``"module:function"`` string."""
-    if callable(fn):
-        return fn
-    module, _, name = str(fn).partition(":")
-    if not module or not name:
-        raise ValueError(f"job function {fn!r} must be a callable or 'module:function'")
-    return getattr(importlib.import_module(module), name)
+def resolve(fn: Experiment | str) -> Experiment:
+    """An experiment from itself or a ``"module:function"`` string naming one."""
+    if isinstance(fn, str):
+        module, _, name = fn.partition(":")
+        if not module or not name:
+            raise ValueError(f"experiment {fn!r} must be an experiment or 'module:function'")
+        fn = getattr(importlib.import_module(module), name)
+    if not callable(fn) or not hasattr(fn, "experiment_name"):
+        raise TypeError(f"{fn!r} is not a cached experiment; declare it with @synaptic_geometry.infra.store.experiment")
+    return fn
 
 
-def result_path(name: str, params: dict, root: str | Path | None = None) -> Path:
-    """Where the store keeps the result of one job."""
-    folder = Path(root) if root is not None else store.default_root()
-    return folder / name / f"{store.result_key(name, params)}.npz"
-
-
-def is_done(name: str, params: dict, root: str | Path | None = None) -> bool:
+def is_done(fn: Experiment | str, params: dict, root: str | Path | None = None) -> bool:
     """True if the job's result is in the store (written atomically, so never half-written)."""
-    return result_path(name, params, root).exists()
+    return resolve(fn).path(**params, root=root).exists()
 
 
-def run_job(fn: JobFn | str, name: str, params: dict, root: str | None = None, threads: int | None = None,
+def run_job(fn: Experiment | str, params: dict, root: str | None = None, threads: int | None = None,
             code_version: str | None = None) -> dict:
     """Run one job through the store; returns a status record instead of raising.
 
-    ``code_version`` is the sweep's; a worker that sees different package source (edited since the
-    sweep started) refuses the job, since its result would be stored under a key nobody asks for.
+    ``code_version`` is the experiment's at the start of the sweep; a worker that sees different
+    source (edited since) refuses the job, since its result would be stored under a key nobody asks for.
     """
     start = time.time()
-    if code_version is not None and store.code_version() != code_version:
-        return {"ok": False, "seconds": 0.0, "error": f"package source changed since the sweep started "
-                f"(code version {store.code_version()}, sweep {code_version}); rerun the sweep"}
     try:
+        experiment = resolve(fn)
+        if code_version is not None and experiment.version() != code_version:
+            return {"ok": False, "seconds": 0.0, "error": f"source changed since the sweep started "
+                    f"(code version {experiment.version()}, sweep {code_version}); rerun the sweep"}
         if threads is not None:
-            import torch
-
             torch.set_num_threads(threads)
-        job = resolve(fn)
-        store.cached(name, params, lambda: job(params, root), root)
+        experiment(**params, root=root)
         return {"ok": True, "seconds": time.time() - start}
     except Exception as error:  # recorded, the sweep continues
         return {"ok": False, "seconds": time.time() - start, "error": f"{type(error).__name__}: {error}",
@@ -98,15 +96,17 @@ class SweepResult:
 
 
 def _label(params: dict, keys: Sequence[str] | None) -> str:
+    nested = {k: v for value in params.values() if isinstance(value, dict) for k, v in value.items()}
+    params = {**nested, **{k: v for k, v in params.items() if not isinstance(v, dict)}}
     keys = keys or [k for k, v in params.items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)][:4]
     return " ".join(f"{k}={params[k]}" for k in keys if k in params)
 
 
-def run_sweep(fn: JobFn | str, jobs: Sequence[dict], name: str, root: str | Path | None = None,
+def run_sweep(fn: Experiment | str, jobs: Sequence[dict], root: str | Path | None = None,
               executor: str = "local", workers: int = 1, threads: int | None = 1, progress: bool = True,
               label_keys: Sequence[str] | None = None, cluster: str | None = None,
               executor_options: dict | None = None) -> SweepResult:
-    """Run every job not yet in the store; see the module docstring.
+    """Run the experiment ``fn`` on every job not yet in the store; see the module docstring.
 
     ``workers`` processes (``"local"``) or array tasks in flight (``"submitit"``); each job sets
     torch to ``threads`` threads. ``cluster`` and ``executor_options`` go to ``submitit.AutoExecutor``
@@ -116,14 +116,17 @@ def run_sweep(fn: JobFn | str, jobs: Sequence[dict], name: str, root: str | Path
         raise ValueError(f"unknown executor {executor!r}; known: {', '.join(EXECUTORS)}")
     if workers < 1:
         raise ValueError(f"workers must be at least 1; got {workers}")
-    root_str = None if root is None else str(root)
-    version = store.code_version()
+    experiment = resolve(fn)
+    name = experiment.experiment_name
+    root = Path(root) if root is not None else store.default_root()  # workers must not guess it
+    root_str = str(root)
+    version = experiment.version()
     start = time.time()
     result = SweepResult(name, len(jobs))
     todo = []
     for params in jobs:
-        store.result_key(name, params)  # validates JSON now, not inside a worker
-        if is_done(name, params, root):
+        experiment.key(**params)  # validates parameters and JSON now, not inside a worker
+        if is_done(experiment, params, root):
             result.n_cached += 1
         else:
             todo.append(params)
@@ -139,11 +142,11 @@ def run_sweep(fn: JobFn | str, jobs: Sequence[dict], name: str, root: str | Path
 
     if executor == "serial":
         for params in todo:
-            record(params, run_job(fn, name, params, root_str, threads, version))
+            record(params, run_job(fn, params, root_str, threads, version))
     elif executor == "local":
         context = multiprocessing.get_context("spawn")  # fork after torch threads start can deadlock
         with cf.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = {pool.submit(run_job, fn, name, params, root_str, threads, version): params for params in todo}
+            futures = {pool.submit(run_job, fn, params, root_str, threads, version): params for params in todo}
             for future in cf.as_completed(futures):
                 try:
                     status = future.result()
@@ -168,7 +171,7 @@ def _run_submitit(fn, name, todo, root, root_str, threads, cluster, options, rec
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     executor.update_parameters(**options)
     with executor.batch():  # one job array on SLURM
-        jobs = [(executor.submit(run_job, fn, name, params, root_str, threads, version), params) for params in todo]
+        jobs = [(executor.submit(run_job, fn, params, root_str, threads, version), params) for params in todo]
     pending = list(jobs)
     while pending:
         still = []
@@ -187,8 +190,6 @@ def _run_submitit(fn, name, todo, root, root_str, threads, cluster, options, rec
 
 
 def _progress_bar(total: int, done: int, name: str, enabled: bool):
-    from tqdm import tqdm
-
     return tqdm(total=total, initial=done, desc=name, disable=not enabled, leave=True)
 
 
