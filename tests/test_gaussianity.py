@@ -368,3 +368,18 @@ def test_as_flat_array() -> None:
     with pytest.raises(TypeError, match="real numbers"):
         as_flat_array(torch.tensor([True, False]))
     assert isinstance(identify(x + 1, (x + 1) * np.linspace(1, 2, 6).reshape(2, 3), candidates=["2-norm"]), pd.DataFrame)
+
+
+def test_gaussian_floor_is_the_sampling_floor_and_is_seeded():
+    from synaptic_geometry import gaussian_floor
+
+    floor = gaussian_floor(10_000, n_samples=20, seed=3)
+    assert floor.shape == (20,)
+    assert 0.8 < np.median(floor) * np.sqrt(10_000) < 1.5  # about 1.1 / sqrt(n)
+    np.testing.assert_array_equal(floor, gaussian_floor(10_000, n_samples=20, seed=3))
+    assert not np.array_equal(floor, gaussian_floor(10_000, n_samples=20, seed=4))
+    assert np.median(gaussian_floor(100, 20)) > 3 * np.median(gaussian_floor(10_000, 20))
+    with pytest.raises(ValueError, match="n must be an integer >= 2"):
+        gaussian_floor(1)
+    with pytest.raises(ValueError, match="n_samples"):
+        gaussian_floor(100, n_samples=0)

@@ -15,7 +15,14 @@ The chapters' experiments live in :mod:`synaptic_geometry.experiments`, the iden
 and the book build in :mod:`synaptic_geometry.book`.
 """
 
-from synaptic_geometry.gaussianity import change_magnitude, delta_cdf, domain_mask, dual_change, identify
+from synaptic_geometry.gaussianity import (
+    change_magnitude,
+    delta_cdf,
+    domain_mask,
+    dual_change,
+    gaussian_floor,
+    identify,
+)
 from synaptic_geometry.optim import MirrorDescent, mirror_descent
 from synaptic_geometry.potentials import (
     CANDIDATE_POTENTIALS,
@@ -43,6 +50,7 @@ __all__ = [
     "display_name",
     "domain_mask",
     "dual_change",
+    "gaussian_floor",
     "get_potential",
     "identify",
     "mirror_descent",

@@ -52,6 +52,7 @@ __all__ = [
     "delta_cdf_grid",
     "domain_mask",
     "dual_change",
+    "gaussian_floor",
     "identify",
 ]
 
@@ -274,6 +275,36 @@ def delta_cdf(change: Weights, centered: bool = False) -> float:
     O(n log n), with no truncation of the tails and no grid; see ``_delta_cdf_sorted``.
     """
     return _delta_cdf_sorted(_standardized_sorted(change, centered))
+
+
+def gaussian_floor(n: int, n_samples: int = 30, seed: int = 0, centered: bool = False) -> np.ndarray:
+    """The null of the Delta-CDF: its values on ``n_samples`` exact Gaussian samples of size ``n``.
+
+    A change of ``n`` values that is truly Gaussian still scores about ``1.1 / sqrt(n)`` (the
+    sampling floor), so a Delta-CDF means something only beside this distribution. The same
+    ``seed`` gives the same samples.
+
+    Parameters
+    ----------
+    n
+        Size of each sample (the number of values in the change being judged), at least 2.
+    n_samples
+        Number of independent Gaussian samples, at least 1.
+    seed
+        Seed of ``numpy.random.default_rng``.
+    centered
+        Score with the centred statistic, as :func:`delta_cdf` does when asked.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``n_samples`` Delta-CDF values, in the order drawn.
+    """
+    for name, value, least in (("n", n, 2), ("n_samples", n_samples, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    rng = np.random.default_rng(seed)
+    return np.array([delta_cdf(rng.standard_normal(int(n)), centered) for _ in range(int(n_samples))])
 
 
 def delta_cdf_grid(
