@@ -1,6 +1,8 @@
 """The project's install files agree with each other."""
 
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -32,3 +34,32 @@ def test_ci_runs_the_readme_test_command():
     readme = (REPO / "README.md").read_text()
     assert "make test" in readme and "make book" in readme
     assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+def _check_schema(schema: str, path: Path) -> subprocess.CompletedProcess:
+    script = Path(sys.executable).parent / "check-jsonschema"
+    return subprocess.run([str(script), "--builtin-schema", schema, str(path)], capture_output=True, text=True)
+
+
+def test_publishing_workflow_is_a_valid_github_workflow_that_builds_the_book():
+    workflow = REPO / ".github" / "workflows" / "book.yml"
+    checked = _check_schema("vendor.github-workflows", workflow)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    spec = yaml.safe_load(workflow.read_text())
+    steps = spec["jobs"]["build"]["steps"]
+    assert any(step.get("run") == "make book" for step in steps)
+    upload = next(step for step in steps if str(step.get("uses", "")).startswith("actions/upload-pages-artifact"))
+    assert upload["with"]["path"] == "_build/html"
+    assert spec[True]["push"]["branches"] == ["main"]  # YAML 1.1 reads the key `on` as True
+    assert "deploy-pages" in str(spec["jobs"]["deploy"]["steps"])
+
+
+def test_a_broken_workflow_is_refused(tmp_path):
+    broken = tmp_path / "broken.yml"
+    broken.write_text("name: x\non: push\njobs:\n  build:\n    steps: []\n")  # no runs-on
+    assert _check_schema("vendor.github-workflows", broken).returncode != 0
+
+
+def test_citation_file_is_valid():
+    checked = _check_schema("vendor.citation-file-format", REPO / "CITATION.cff")
+    assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -216,7 +216,7 @@ class Potential(ABC):
 
 
 class PNorm(Potential):
-    """phi(w) = sum |w|^p / p for p > 1; p = 2 is gradient descent."""
+    """``phi(w) = sum |w|^p / p`` for ``p > 1``; ``p = 2`` is gradient descent."""
 
     def __init__(self, p: float):
         p = float(p)
@@ -253,7 +253,7 @@ class PNorm(Potential):
 
 
 class NegativeEntropy(Potential):
-    """phi(w) = sum |w| log|w|; mirror descent is the signed exponentiated gradient."""
+    """``phi(w) = sum |w| log|w|``; mirror descent is the signed exponentiated gradient."""
 
     name = "negative_entropy"
     keeps_sign = True

@@ -286,7 +286,7 @@ def copy_assets(root: Path) -> None:
     if not (target / "tex-chtml.js").exists():
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(source, target)
-    sources = root / "_build" / "_extra" / "notebooks"
+    sources = root / "_build" / "_extra" / "sources"
     sources.mkdir(parents=True, exist_ok=True)
     for notebook in (root / "notebooks").glob("*.md"):
         shutil.copyfile(notebook, sources / notebook.name)
