@@ -46,12 +46,15 @@ __all__ = [
     "GROWTH_TRUTHS",
     "SIGNIFICANCE",
     "POWER",
+    "DISPERSION_BINS",
     "all_pairs",
     "calibration",
     "calibration_table",
     "pair_kind",
     "pair_profiles",
     "pair_table",
+    "same_age_dispersion",
+    "verdict_summary",
     "verdicts",
     "weight_fits",
     "weight_table",
@@ -88,8 +91,9 @@ def pair_kind(before: int, after: int) -> str:
     return "across stages"
 
 
-def _matched(before: int, after: int) -> counts.MatchedCounts:
-    table = data.load_connections([before, after], "chemical")
+def _matched(before: int, after: int, table: pd.DataFrame | None = None) -> counts.MatchedCounts:
+    """Chemical counts of two animals matched by (pre, post); ``table`` holds both (default: loaded)."""
+    table = data.load_connections([before, after], "chemical") if table is None else table
     return counts.match_counts(table[table.dataset == before], table[table.dataset == after])
 
 
@@ -149,7 +153,8 @@ def pair_profiles(
     """The geometry test on every pair of animals (:func:`all_pairs`), with its variants.
 
     Returns (pairs in :func:`all_pairs` order, candidates in the given order): ``pairs``
-    (P x 2), connection counts ``n_before``, ``n_after``, ``n_both``, ``n_appeared``,
+    (P x 2), connection counts ``n_before``, ``n_after``, ``n_both``, ``n_appeared`` (of which
+    ``n_appeared_new_cell`` involve a cell without any connection in the earlier animal),
     ``n_vanished``, ``growth`` (synapses after over before, on connections in both); the centred
     ``profile`` (P x C, mean over ``n_draws`` dequantisations) and its ``draw_sd``; bootstrap
     ``boot_low``, ``boot_high`` (95% percentile intervals) and ``best_fraction``; the paired
@@ -163,13 +168,15 @@ def pair_profiles(
     n_p, n_c = len(pairs), len(candidates)
     out = {key: np.zeros((n_p, n_c)) for key in
            ("profile", "draw_sd", "boot_low", "boot_high", "best_fraction", "uncentred", "raw", "union")}
-    scalars = {key: np.zeros(n_p) for key in ("n_before", "n_after", "n_both", "n_appeared", "n_vanished", "growth",
+    scalars = {key: np.zeros(n_p) for key in ("n_before", "n_after", "n_both", "n_appeared", "n_appeared_new_cell",
+                                               "n_vanished", "growth",
                                                "contrast_low", "contrast_high", "floor_median", "floor_q95")}
     children = np.random.SeedSequence(seed).spawn(n_p)
     zero_ok = [not get_potential(c).keeps_sign for c in candidates]
+    table = data.load_connections(None, "chemical")
     for p, ((before, after), child) in enumerate(zip(pairs, children)):
         s_draws, s_boot, s_var, s_floor = (int(x) for x in child.generate_state(4))
-        matched = _matched(before, after)
+        matched = _matched(before, after, table)
         both = matched.both
         kb, ka = matched.before, matched.after
         draws = counts.profile_draws(kb, ka, candidates, n_draws, dequantisation, s_draws)
@@ -191,6 +198,9 @@ def pair_profiles(
         scalars["n_before"][p], scalars["n_after"][p] = (kb > 0).sum(), (ka > 0).sum()
         scalars["n_both"][p], scalars["n_appeared"][p] = both.sum(), matched.appeared.sum()
         scalars["n_vanished"][p] = matched.vanished.sum()
+        cells_before = set(matched.ids.pre[kb > 0]) | set(matched.ids.post[kb > 0])
+        new_cell = ~(matched.ids.pre.isin(cells_before) & matched.ids.post.isin(cells_before)).to_numpy()
+        scalars["n_appeared_new_cell"][p] = (matched.appeared & new_cell).sum()
         scalars["growth"][p] = ka[both].sum() / kb[both].sum()
     out.update(scalars)
     out["pairs"] = np.array(pairs)
@@ -244,7 +254,8 @@ def calibration(
     ``observed`` (K x C) is the data's profile with the same number of dequantisation draws.
     """
     candidates, truths = list(candidates), list(GROWTH_TRUTHS)
-    adults = _matched(*ADULTS)
+    table = data.load_connections(None, "chemical")
+    adults = _matched(*ADULTS, table)
     individual_var = counts.individual_variability(adults.before, adults.after)
     n_k, n_t = len(key_pairs), len(truths)
     variants = {"profiles": (individual_var, dequantisation), "profiles_raw": (individual_var, "none"),
@@ -254,7 +265,7 @@ def calibration(
     observed, survival_observed = np.zeros((n_k, len(candidates))), np.zeros(n_k)
     children = np.random.SeedSequence(seed).spawn(n_k + 1)
     for k, (pair, child) in enumerate(zip(key_pairs, children)):
-        matched = _matched(*pair)
+        matched = _matched(*pair, table)
         seeds = [int(x) for x in child.generate_state(len(variants) + 1)]
         observed[k] = counts.profile_draws(matched.before, matched.after, candidates, n_draws, dequantisation,
                                            seeds[-1]).mean(axis=0)
@@ -332,3 +343,40 @@ def verdicts(result: dict, variant: str = "profiles") -> pd.DataFrame:
             word = "undecided"
         rows.append({"pair": pair, "p_multiplicative": mult, "p_additive": add, "power": power, "verdict": word})
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- the same-age control
+#: Bins of the summed count of a connection in the two adults.
+DISPERSION_BINS = ((1, 1), (2, 2), (3, 4), (5, 8), (9, 16), (17, 32), (33, None))
+
+
+def same_age_dispersion(n_null: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Do the two adults differ by more than Poisson counting of a common strength?
+
+    If both adults count connection c as Poisson(lambda_c), then given the sum n = a + b the
+    split is Binomial(n, 1/2) whatever lambda_c is, so E[(a - b)^2 | n] = n. Per bin of n (all
+    connections of either adult): connections, mean (a - b)^2 over mean n (``ratio``, 1 under
+    that null), and the 95% interval of the ratio under the null from ``n_null`` binomial
+    splits of the same sums.
+    """
+    matched = _matched(*ADULTS)
+    a, b = matched.before, matched.after
+    total = a + b
+    rng = np.random.default_rng(seed)
+    rows = []
+    for low, high in DISPERSION_BINS:
+        chosen = (total >= low) & (total <= (high if high is not None else total.max()))
+        sums = total[chosen]
+        ratio = float(np.mean((a[chosen] - b[chosen]) ** 2) / np.mean(sums))
+        split = rng.binomial(np.broadcast_to(sums, (n_null, sums.size)), 0.5)
+        null = np.mean((2 * split - sums) ** 2, axis=1) / np.mean(sums)
+        rows.append({"bin": f"{low}" if low == high else f"{low}–{high}" if high else f"{low} or more",
+                     "n": int(chosen.sum()), "ratio": ratio,
+                     "null_low": float(np.quantile(null, 0.025)), "null_high": float(np.quantile(null, 0.975))})
+    return pd.DataFrame(rows)
+
+
+def verdict_summary(table: pd.DataFrame) -> str:
+    """The verdicts of :func:`verdicts` counted in words, e.g. "5 not separable, 2 undecided, 1 multiplicative"."""
+    counted = table["verdict"].value_counts()
+    return ", ".join(f"{int(n)} {word}" for word, n in counted.items())

@@ -280,7 +280,7 @@ def bootstrap_profiles(
 
 
 # --------------------------------------------------------------------------- count distributions
-def _pln_log_pmf(k: np.ndarray, mu: float, sigma: float, n_grid: int = 2001) -> np.ndarray:
+def _pln_log_pmf(k: np.ndarray, mu: float, sigma: float, n_grid: int = 801) -> np.ndarray:
     """log P(K = k) for K ~ Poisson(exp(U)), U ~ N(mu, sigma^2), by the trapezoid rule in U."""
     u = np.linspace(mu - 9 * sigma, mu + 9 * sigma, n_grid)
     log_normal = scipy.stats.norm.logpdf(u, mu, sigma) + np.log(u[1] - u[0])
