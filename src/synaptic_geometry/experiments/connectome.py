@@ -44,6 +44,7 @@ __all__ = [
     "ADULTS",
     "CONTRAST",
     "GROWTH_TRUTHS",
+    "INTERVAL",
     "SIGNIFICANCE",
     "POWER",
     "DISPERSION_BINS",
@@ -51,6 +52,7 @@ __all__ = [
     "calibration",
     "calibration_table",
     "pair_kind",
+    "parse_pair",
     "pair_profiles",
     "pair_table",
     "same_age_dispersion",
@@ -68,11 +70,25 @@ GROWTH_TRUTHS = ("negative_entropy", "2-norm")
 CONTRAST = ("2-norm", "negative_entropy")
 #: Level of the simulation tests, and the power a comparison needs to count.
 SIGNIFICANCE = 0.05
+#: Level of every interval: bootstrap intervals, the Gaussian floor's upper quantile, null ranges.
+INTERVAL = 0.95
 POWER = 0.8
 
 
 def _ages() -> dict[int, float]:
     return {a.dataset: a.age_hours for a in data.ANIMALS}
+
+
+def parse_pair(text: str) -> tuple[int, int]:
+    """``"1-8"`` as the pair ``(1, 8)`` of dataset numbers (the earlier animal first)."""
+    known = {a.dataset for a in data.ANIMALS}
+    parts = str(text).split("-")
+    if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
+        raise ValueError(f"a pair is written 'EARLIER-LATER' with dataset numbers, e.g. '1-8'; got {text!r}")
+    pair = tuple(int(part) for part in parts)
+    if not set(pair) <= known or pair[0] == pair[1]:
+        raise ValueError(f"pair {text!r} needs two different datasets among {sorted(known)}")
+    return pair
 
 
 def all_pairs() -> list[tuple[int, int]]:
@@ -95,6 +111,11 @@ def _matched(before: int, after: int, table: pd.DataFrame | None = None) -> coun
     """Chemical counts of two animals matched by (pre, post); ``table`` holds both (default: loaded)."""
     table = data.load_connections([before, after], "chemical") if table is None else table
     return counts.match_counts(table[table.dataset == before], table[table.dataset == after])
+
+
+def _tails() -> list[float]:
+    """Lower and upper quantile of an interval at level :data:`INTERVAL`."""
+    return [(1 - INTERVAL) / 2, (1 + INTERVAL) / 2]
 
 
 def _contrast(profile: np.ndarray, candidates: Sequence[str]) -> np.ndarray:
@@ -157,11 +178,11 @@ def pair_profiles(
     ``n_appeared_new_cell`` involve a cell without any connection in the earlier animal),
     ``n_vanished``, ``growth`` (synapses after over before, on connections in both); the centred
     ``profile`` (P x C, mean over ``n_draws`` dequantisations) and its ``draw_sd``; bootstrap
-    ``boot_low``, ``boot_high`` (95% percentile intervals) and ``best_fraction``; the paired
+    ``boot_low``, ``boot_high`` (percentile intervals at level :data:`INTERVAL`) and ``best_fraction``; the paired
     interval of the ``contrast`` (``contrast_low``, ``contrast_high``); the variants
     ``uncentred``, ``raw`` (no dequantisation) and ``union`` (every connection of the pair, NaN
     for candidates that cannot analyse zeros); and the centred Gaussian floor of each pair's size
-    (``floor_median``, ``floor_q95`` over ``n_floor`` samples).
+    (``floor_median``, and ``floor_q95``, its :data:`INTERVAL` quantile, over ``n_floor`` samples).
     """
     pairs = all_pairs()
     candidates = list(candidates)
@@ -182,9 +203,9 @@ def pair_profiles(
         draws = counts.profile_draws(kb, ka, candidates, n_draws, dequantisation, s_draws)
         boot = counts.bootstrap_profiles(kb, ka, candidates, n_boot, dequantisation, s_boot)
         out["profile"][p], out["draw_sd"][p] = draws.mean(axis=0), draws.std(axis=0)
-        out["boot_low"][p], out["boot_high"][p] = np.quantile(boot, [0.025, 0.975], axis=0)
+        out["boot_low"][p], out["boot_high"][p] = np.quantile(boot, _tails(), axis=0)
         out["best_fraction"][p] = np.bincount(boot.argmin(axis=1), minlength=n_c) / len(boot)
-        scalars["contrast_low"][p], scalars["contrast_high"][p] = np.quantile(_contrast(boot, candidates), [0.025, 0.975])
+        scalars["contrast_low"][p], scalars["contrast_high"][p] = np.quantile(_contrast(boot, candidates), _tails())
         out["uncentred"][p] = counts.profile_draws(kb, ka, candidates, n_draws, dequantisation, s_var,
                                                    centered=False).mean(axis=0)
         out["raw"][p] = counts.profile_draws(kb, ka, candidates, 1, "none")[0]
@@ -194,7 +215,7 @@ def pair_profiles(
         out["union"][p] = [counts.count_change_profile(union_before, union_after, [c])[0] if ok else np.nan
                            for c, ok in zip(candidates, zero_ok)]
         floor = gaussian_floor(int(both.sum()), n_floor, s_floor, centered=True)
-        scalars["floor_median"][p], scalars["floor_q95"][p] = np.median(floor), np.quantile(floor, 0.95)
+        scalars["floor_median"][p], scalars["floor_q95"][p] = np.median(floor), np.quantile(floor, INTERVAL)
         scalars["n_before"][p], scalars["n_after"][p] = (kb > 0).sum(), (ka > 0).sum()
         scalars["n_both"][p], scalars["n_appeared"][p] = both.sum(), matched.appeared.sum()
         scalars["n_vanished"][p] = matched.vanished.sum()
@@ -222,11 +243,15 @@ def pair_table(result: dict, pairs: Sequence[Sequence[int]] | None = None) -> pd
         union = result["union"][p]
         rows.append({
             "pair": f"{before} → {after}", "kind": pair_kind(before, after), "n_both": int(result["n_both"][p]),
-            "n_appeared": int(result["n_appeared"][p]), "n_vanished": int(result["n_vanished"][p]),
-            "growth": result["growth"][p], "best": display_name(candidates[best]),
+            "n_appeared": int(result["n_appeared"][p]), "n_appeared_new_cell": int(result["n_appeared_new_cell"][p]),
+            "n_vanished": int(result["n_vanished"][p]), "growth": result["growth"][p],
+            "best": display_name(candidates[best]),
             "best_delta": result["profile"][p, best], "best_low": result["boot_low"][p, best],
             "best_high": result["boot_high"][p, best], "best_fraction": result["best_fraction"][p, best],
+            "best_interval": f"{result['profile'][p, best]:.2g} ({result['boot_low'][p, best]:.2g}–"
+                             f"{result['boot_high'][p, best]:.2g})",
             "runner_up": display_name(candidates[second]), "runner_delta": result["profile"][p, second],
+            "runner_text": f"{display_name(candidates[second])} ({result['profile'][p, second]:.2g})",
             "floor_q95": result["floor_q95"][p], "contrast": _contrast(result["profile"][p], candidates),
             "uncentred_best": display_name(candidates[int(np.argmin(result["uncentred"][p]))]),
             "uncentred_delta": float(np.min(result["uncentred"][p])),
@@ -357,7 +382,7 @@ def same_age_dispersion(n_null: int = 2000, seed: int = 0) -> pd.DataFrame:
     split is Binomial(n, 1/2) whatever lambda_c is, so E[(a - b)^2 | n] = n. Per bin of n (all
     connections of either adult): connections, mean (a - b)^2 over mean n (``ratio``, 1 under
     that null), and the 95% interval of the ratio under the null from ``n_null`` binomial
-    splits of the same sums.
+    splits of the same sums (level :data:`INTERVAL`).
     """
     matched = _matched(*ADULTS)
     a, b = matched.before, matched.after
@@ -372,7 +397,7 @@ def same_age_dispersion(n_null: int = 2000, seed: int = 0) -> pd.DataFrame:
         null = np.mean((2 * split - sums) ** 2, axis=1) / np.mean(sums)
         rows.append({"bin": f"{low}" if low == high else f"{low}–{high}" if high else f"{low} or more",
                      "n": int(chosen.sum()), "ratio": ratio,
-                     "null_low": float(np.quantile(null, 0.025)), "null_high": float(np.quantile(null, 0.975))})
+                     "null_low": float(np.quantile(null, _tails()[0])), "null_high": float(np.quantile(null, _tails()[1]))})
     return pd.DataFrame(rows)
 
 
