@@ -343,3 +343,18 @@ def test_pair_profiles_on_the_real_data_at_a_small_size(tmp_path):
     assert (result["boot_low"] <= result["boot_high"]).all()
     assert (result["n_appeared_new_cell"] <= result["n_appeared"]).all()
     assert np.isnan(result["union"][:, 0]).all() and np.isfinite(result["union"][:, 1]).all()
+
+
+def test_adult_agreement_compares_development_to_either_adult():
+    table = pd.DataFrame({"pair": ["1 → 7", "1 → 8", "6 → 7", "6 → 8", "4 → 5", "7 → 8"],
+                          "verdict": ["additive", "not separable", "multiplicative", "multiplicative",
+                                      "undecided", "not separable"]})
+    assert ce.adult_agreement(table) == (1, 2)
+    assert ce.adult_agreement(table.iloc[[0, 4]]) == (0, 0)
+
+
+def test_pairs_are_parsed_and_checked():
+    assert ce.parse_pair("1-8") == (1, 8) and ce.parse_pair(" 7 - 8 ") == (7, 8)
+    for bad in ("1,8", "1-9", "3-3", [1, 8]):
+        with pytest.raises(ValueError, match="pair"):
+            ce.parse_pair(bad)

@@ -48,6 +48,7 @@ __all__ = [
     "SIGNIFICANCE",
     "POWER",
     "DISPERSION_BINS",
+    "adult_agreement",
     "all_pairs",
     "calibration",
     "calibration_table",
@@ -405,3 +406,16 @@ def verdict_summary(table: pd.DataFrame) -> str:
     """The verdicts of :func:`verdicts` counted in words, e.g. "5 not separable, 2 undecided, 1 multiplicative"."""
     counted = table["verdict"].value_counts()
     return ", ".join(f"{int(n)} {word}" for word, n in counted.items())
+
+
+def adult_agreement(table: pd.DataFrame) -> tuple[int, int]:
+    """For earlier animals calibrated against both adults: how many get the same verdict for
+    development to either adult, and how many were calibrated against both."""
+    verdict = table.set_index("pair")["verdict"]
+    agree = compared = 0
+    for earlier in sorted({int(pair.split(" → ")[0]) for pair in verdict.index} - set(ADULTS)):
+        names = [f"{earlier} → {adult}" for adult in ADULTS]
+        if all(name in verdict.index for name in names):
+            compared += 1
+            agree += int(verdict[names[0]] == verdict[names[1]])
+    return agree, compared
