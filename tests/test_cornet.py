@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from synaptic_geometry.experiments import cornet, models
+from synaptic_geometry.experiments.checkpoints import load_checkpoint
 
 DIGITS = list(cornet.ARCHITECTURES)
 
@@ -106,16 +108,16 @@ def test_published_parameter_names():
     assert expected <= keys
 
 
-def test_load_published_weights(tmp_path):
+def test_published_checkpoint_loads(tmp_path):
     source, target = seeded("cornet-s-tiny", seed=1), seeded("cornet-s-tiny", seed=2)
     path = tmp_path / "checkpoint.pth"
     torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, path)
-    cornet.load_published_weights(target, path)
+    load_checkpoint(target, path)
     assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), target.state_dict().values()))
     with pytest.raises(ValueError, match="do not fit CORnetRT"):
-        cornet.load_published_weights(seeded("cornet-rt-tiny"), path)
+        load_checkpoint(seeded("cornet-rt-tiny"), path)
     with pytest.raises(FileNotFoundError):
-        cornet.load_published_weights(target, tmp_path / "missing.pth")
+        load_checkpoint(target, tmp_path / "missing.pth")
 
 
 def test_invalid_configurations():
@@ -125,3 +127,17 @@ def test_invalid_configurations():
         cornet.CORnetS(widths=(8, 16, 32))
     with pytest.raises(ValueError, match="three numbers"):
         cornet.CORnetS(steps=(2, 4))
+
+
+class NotATensor:
+    pass
+
+
+def test_checkpoint_formats(tmp_path):
+    source, target = seeded("cornet-rt-tiny", seed=1), seeded("cornet-rt-tiny", seed=2)
+    np.savez(tmp_path / "weights.npz", **{k: v.numpy() for k, v in source.state_dict().items()})
+    load_checkpoint(target, tmp_path / "weights.npz")
+    assert torch.equal(target.IT.conv1.weight, source.IT.conv1.weight)
+    torch.save({"state_dict": source.state_dict(), "optimizer": NotATensor()}, tmp_path / "pickled.pth")
+    with pytest.raises(ValueError, match="not a plain tensor file"):  # weights_only refuses arbitrary objects
+        load_checkpoint(target, tmp_path / "pickled.pth")

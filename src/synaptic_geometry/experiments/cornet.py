@@ -1,7 +1,8 @@
 """CORnet-RT and CORnet-S: recurrent networks of four visual areas, written from their descriptions.
 
 Both networks map the ventral stream's areas V1, V2, V4 and IT onto four blocks, followed by a
-decoder (global average pool and one linear layer, the readout) :cite:p:`kubilius2018cornet,kubilius2019brain`.
+decoder (global average pool and one linear layer, the readout)
+(Kubilius et al. 2018, bioRxiv 408385; Kubilius et al. 2019, NeurIPS).
 
 CORnet-RT (the 2018 preprint's "CORnet-R"; the authors later renamed the biologically unrolled
 model "RT"). Every area has an *input* convolution (with the area's stride) followed by group
@@ -25,7 +26,7 @@ Published widths 64 (V1), 128, 256, 512.
 
 Module and parameter names follow the authors' published implementation (``V1.conv_input``,
 ``V2.norm1_0``, ``decoder.linear``, ...), so their ImageNet checkpoints load with
-:func:`load_published_weights`.
+:func:`synaptic_geometry.experiments.checkpoints.load_checkpoint`.
 
 Scaled for 28x28 digits (:data:`ARCHITECTURES`): one input channel, the published kernels and
 time steps (RT: 5; S: 2, 4, 2), narrower areas, and V1's downsampling reduced so that the areas
@@ -46,9 +47,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from pathlib import Path
-
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -271,33 +269,3 @@ ARCHITECTURES: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {
 }
 PUBLISHED = {"cornet-rt": cornet_rt, "cornet-s": cornet_s}
 
-
-def load_published_weights(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load a checkpoint of the authors' implementation (or a state dict saved from these classes).
-
-    Accepts a ``torch.save`` file read with ``weights_only=True`` holding a state dict, or a dict
-    with a ``state_dict`` entry (the published checkpoints' layout; a ``module.`` prefix from
-    ``DataParallel`` is removed), or an ``.npz`` of arrays. Loading is strict: a missing or an
-    unexpected key is an error that names them.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist")
-    try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                state = {k: torch.as_tensor(data[k]) for k in data.files}
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"weights file {path} is not a plain tensor file ({type(error).__name__}: {error})") from error
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"weights file {path} must hold a state dict (names to tensors)")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        raise ValueError(f"weights in {path} do not fit {type(model).__name__}: {error}") from error
-    return model
