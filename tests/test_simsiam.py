@@ -215,7 +215,7 @@ def test_finetuning_run(pretraining, potential):
     run_params = simsiam.finetune_params(potential, 0, params, lr_grid=(0.01, 0.1), epochs=2, batch_size=16,
                                          n_samples=40, lr_rule="lowest_loss")
     run = simsiam.finetune(run_params, root=root)
-    model = simsiam.pretrained_model(params)
+    model = simsiam.pretrained_model(params, root)
     names = list(simsiam.analysed_weights(model))
     assert list(run["layers"]) == names
     for name in names:
@@ -247,6 +247,32 @@ def test_smallest_converged_rule(pretraining):
         assert float(run["lr"]) == run["search_lr"][-1]
     assert float(run["gap_closed"]) == pytest.approx(simsiam.gap_closed(float(run["loss_before"]),
                                                                         float(run["loss_after"])))
+
+
+def test_evaluation_ignores_running_statistics(pretraining):
+    model = simsiam.pretrained_model(pretraining[0], pretraining[1])
+    views = simsiam.evaluation_views(torch.rand(20, 1, 8, 8), simsiam.DIGITS, seed=0)
+    first = simsiam.evaluate(model, views, batch_size=8)
+    norm = model.encoder.bn1
+    kept = norm.running_mean.clone()
+    assert torch.equal(norm.running_mean, kept) and simsiam.evaluate(model, views, batch_size=8) == first
+    with torch.no_grad():
+        norm.running_mean.add_(5.0)  # eval-mode outputs would change; batch statistics do not
+    second = simsiam.evaluate(model, views, batch_size=8)
+    assert second[0] == pytest.approx(first[0]) and second[1] == pytest.approx(first[1])
+    assert model.training and norm.momentum == 0.1
+
+
+def test_smallest_near_best_rule(pretraining):
+    params, root, _ = pretraining
+    run = simsiam.finetune(simsiam.finetune_params("3-norm", 2, params, lr_grid=(0.001, 0.03, 0.3), epochs=2,
+                                                   batch_size=16, n_samples=40, lr_rule="smallest_near_best",
+                                                   target_gap_closed=0.5), root=root)
+    closed = run["search_gap_closed"]
+    assert len(closed) == 3  # the whole grid is run
+    chosen = int(np.flatnonzero(run["search_lr"] == run["lr"])[0])
+    assert closed.max() > 0 and bool(run["converged"])
+    assert closed[chosen] >= 0.5 * closed.max() and np.all(closed[:chosen] < 0.5 * closed.max())
 
 
 def test_gap_closed():

@@ -25,7 +25,9 @@ Module names follow torchvision's ResNet and the SimSiam authors' model (``encod
 Finetuning keeps the learning-rate rule and the epochs as arguments. Without labels there is no
 training accuracy to reach; the small-change rule ``smallest_converged`` takes the smallest rate
 of the grid whose run closes a fixed fraction of the gap between the loss before finetuning and
-its floor, -1, measured on fixed views of the finetuning images (:func:`gap_closed`).
+its floor, -1, measured on fixed views of the finetuning images (:func:`gap_closed`), and
+``smallest_near_best`` the smallest rate that closes a fixed fraction of what the grid's best rate
+closed (:func:`finetune_params`).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from synaptic_geometry.infra.store import experiment
 from synaptic_geometry.optim import MirrorDescent
 from synaptic_geometry.potentials import get_potential
 
-LR_RULES = ("lowest_loss", "smallest_converged")
+LR_RULES = ("lowest_loss", "smallest_converged", "smallest_near_best")
 LOSS_FLOOR = -1.0  # the SimSiam loss when every pair of views gives aligned outputs
 
 # ---------------------------------------------------------------------------------------------
@@ -299,6 +301,10 @@ class Augmentation:
                 raise ValueError(f"{name} must be a probability in [0, 1]; got {getattr(self, name)}")
 
 
+# Digits: crops of half the area or more, rotations up to 15 degrees, noise; no flips (a mirrored
+# digit is another symbol or none). ImageNet: SimSiam's recipe (crops of 0.2-1 of the area, flips,
+# brightness, contrast and saturation jitter 0.4 with probability 0.8, grayscale 0.2) without its
+# hue jitter and Gaussian blur.
 DIGITS = Augmentation()
 IMAGENET = Augmentation(crop_scale=(0.2, 1.0), max_rotation=0.0, flip=True, jitter=0.4, jitter_p=0.8,
                         grayscale_p=0.2, noise_std=0.0, mean=data_mod.IMAGENET_MEAN, std=data_mod.IMAGENET_STD)
@@ -379,17 +385,31 @@ def evaluation_views(images: torch.Tensor, augmentation: Augmentation, seed: int
     return two_views(images, augmentation, torch.Generator().manual_seed(seed))
 
 
-def evaluate(model: SimSiam, views: tuple[torch.Tensor, torch.Tensor], batch_size: int = 512) -> tuple[float, float]:
-    """SimSiam loss (eval mode) on fixed ``views`` and the collapse statistic of their outputs ``z``."""
-    was_training = model.training
-    model.eval()
+def evaluate(model: SimSiam, views: tuple[torch.Tensor, torch.Tensor], batch_size: int = 256) -> tuple[float, float]:
+    """SimSiam loss on fixed ``views`` and the collapse statistic of their outputs ``z``.
+
+    Batch norms use batch statistics, as in training (the views are split into nearly equal
+    batches of at most ``batch_size``), and their running statistics are left untouched, so the
+    loss changes only when weights change: in eval mode the running statistics, which adapt to
+    the finetuning images at any learning rate, would lower the loss with no weight change at all.
+    """
+    norms = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+    saved, was_training = [m.momentum for m in norms], model.training
+    for m in norms:
+        m.momentum = 0.0  # running = (1 - momentum) running + momentum batch: unchanged
+    model.train()
     losses, outputs = [], []
-    with torch.no_grad():
-        for start in range(0, len(views[0]), batch_size):
-            p1, p2, z1, z2 = model(views[0][start:start + batch_size], views[1][start:start + batch_size])
-            losses.append(simsiam_loss(p1, p2, z1, z2).item() * len(z1))
-            outputs.append(z1)
-    model.train(was_training)
+    try:
+        with torch.no_grad():
+            chunks = max(1, math.ceil(len(views[0]) / batch_size))
+            for x1, x2 in zip(torch.tensor_split(views[0], chunks), torch.tensor_split(views[1], chunks)):
+                p1, p2, z1, z2 = model(x1, x2)
+                losses.append(simsiam_loss(p1, p2, z1, z2).item() * len(z1))
+                outputs.append(z1)
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+        model.train(was_training)
     return sum(losses) / len(views[0]), output_std(torch.cat(outputs))
 
 
@@ -537,7 +557,7 @@ def pretrain(params: dict) -> dict[str, np.ndarray]:
     if result["diverged"]:
         raise FloatingPointError(f"SimSiam pretraining diverged with lr={params['lr']}; use a smaller rate")
     views = evaluation_views(pool.x, AUGMENTATIONS[params["augmentation"]], child_seed(params["seed"], "eval"))
-    pool_loss, pool_std = evaluate(model, views)
+    pool_loss, pool_std = evaluate(model, views, params["batch_size"])
     return {**_state_arrays(model), "epoch_loss": result["epoch_loss"], "epoch_std": result["epoch_std"],
             "pool_loss": np.float64(pool_loss), "pool_std": np.float64(pool_std),
             "dim": np.int64(params["dim"]), "n_analysed": np.int64(n_analysed(model)),
@@ -570,12 +590,13 @@ def availability(pretraining: dict) -> tuple[bool, str]:
     return True, "SimSiam checkpoint and ImageNet folder present"
 
 
-def pretrained_model(pretraining: dict) -> SimSiam:
-    """The SimSiam network of ``pretraining``: from the store (digits) or from its checkpoint (ImageNet)."""
+def pretrained_model(pretraining: dict, root: str | Path | None = None) -> SimSiam:
+    """The SimSiam network of ``pretraining``: from the store at ``root`` (digits; default: the
+    store's default root) or from its checkpoint (ImageNet)."""
     if pretraining["source"] == "imagenet":
         model = build("resnet50", 3, pretraining["width"], pretraining["dim"], pretraining["pred_dim"])
         return load_checkpoint(model, pretraining["weights_path"])
-    arrays = pretrain(pretraining)
+    arrays = pretrain(pretraining, root=root)
     pretrain_data, _ = _digits(pretraining["dataset"])
     model = _fresh_model(pretraining, pretrain_data.shape[0])
     model.load_state_dict({k[len("state/"):]: torch.as_tensor(v) for k, v in arrays.items() if k.startswith("state/")})
@@ -607,10 +628,13 @@ def finetune_params(potential: str, seed: int, pretraining: dict, lr_grid: Seque
                     batch_size: int = 256, momentum: float = 0.9, n_samples: int | None = None) -> dict:
     """Parameters of one SimSiam finetuning run (validated; they form its key in the store).
 
-    ``lr_rule``: ``lowest_loss`` (the published rule: the rate with the lowest final loss) or
+    ``lr_rule``: ``lowest_loss`` (the published rule: the rate with the lowest final loss);
     ``smallest_converged`` (the smallest rate, searched upwards, whose run closes at least
-    ``target_gap_closed`` of the gap to the loss floor; if none does, the run is stored with
-    ``converged = False`` at the rate that closed most).
+    ``target_gap_closed`` of the gap between the loss before finetuning and its floor, -1; if none
+    does, the run is stored with ``converged = False`` at the rate with the lowest loss);
+    ``smallest_near_best`` (the smallest rate whose run closes at least ``target_gap_closed`` of
+    what the best rate of the grid closed: the knee of the loss against the rate, always reached
+    when any rate lowers the loss, at the cost of running the whole grid).
     """
     if lr_rule not in LR_RULES:
         raise ValueError(f"unknown lr_rule {lr_rule!r}; known: {', '.join(LR_RULES)}")
@@ -642,26 +666,29 @@ def finetune(params: dict) -> dict[str, np.ndarray]:
     n = params["n_samples"] or math.floor(math.sqrt(dim))
     images = finetuning_images(params["pretraining"], n, child_seed(seed, "subset"))
     views = evaluation_views(images, augmentation, child_seed(seed, "eval"))
-    loss_before, std_before = evaluate(pretrained, views)
+    loss_before, std_before = evaluate(pretrained, views, params["batch_size"])
     before = {k: v.detach().numpy().copy() for k, v in analysed_weights(pretrained).items()}
 
-    search, best = [], None
+    runs = []  # (lr, loss, gap closed, collapse statistic, model, training record), rates ascending
     for lr in params["lr_grid"]:
         model = copy.deepcopy(pretrained)
         result = train(model, images, augmentation, params["potential"], lr, params["epochs"], params["batch_size"],
                        params["momentum"], seed, watch=analysed_weights(model))
-        loss, std = (math.inf, 0.0) if result["diverged"] else evaluate(model, views)
+        loss, std = (math.inf, 0.0) if result["diverged"] else evaluate(model, views, params["batch_size"])
         closed = -math.inf if result["diverged"] else gap_closed(loss_before, loss)
-        search.append((lr, loss, closed, std))
-        if best is None or loss < best[1]:
-            best = (lr, loss, closed, std, model, result)
+        runs.append((lr, loss, closed, std, model, result))
         if params["lr_rule"] == "smallest_converged" and closed >= params["target_gap_closed"]:
-            best = (lr, loss, closed, std, model, result)
             break
-    lr, loss, closed, std, model, result = best
+    target = params["target_gap_closed"]
+    if params["lr_rule"] == "smallest_near_best":
+        target *= max(run[2] for run in runs)
+    reaching = [run for run in runs if run[2] >= target and run[2] > 0]
+    chosen = reaching[0] if reaching and params["lr_rule"] != "lowest_loss" else min(runs, key=lambda run: run[1])
+    lr, loss, closed, std, model, result = chosen
+    search = [run[:4] for run in runs]
     arrays = {"dim": np.int64(dim), "n_samples": np.int64(n), "lr": np.float64(lr), "epochs": np.int64(params["epochs"]),
               "loss_before": np.float64(loss_before), "loss_after": np.float64(loss),
-              "gap_closed": np.float64(closed), "converged": np.bool_(closed >= params["target_gap_closed"]),
+              "gap_closed": np.float64(closed), "converged": np.bool_(closed >= target and closed > 0),
               "std_before": np.float64(std_before), "std_after": np.float64(std),
               "lr_at_grid_end": np.bool_(lr in (params["lr_grid"][0], params["lr_grid"][-1])),
               "epoch_loss": result["epoch_loss"], "n_euclidean_params": np.int64(result["n_euclidean_params"]),
