@@ -235,7 +235,8 @@ def test_finetuning_run(pretraining, potential):
 def test_smallest_converged_rule(pretraining):
     params, root, _ = pretraining
     run_params = simsiam.finetune_params("2-norm", 1, params, lr_grid=(0.3, 0.001, 0.03), epochs=2, batch_size=16,
-                                         n_samples=40, target_gap_closed=0.05)
+                                         n_samples=40, target_gap_closed=0.05,
+                                         lr_rule="smallest_converged")
     assert run_params["lr_grid"] == [0.001, 0.03, 0.3]  # searched upwards
     run = simsiam.finetune(run_params, root=root)
     closed = run["search_gap_closed"]
