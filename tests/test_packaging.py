@@ -63,3 +63,15 @@ def test_a_broken_workflow_is_refused(tmp_path):
 def test_citation_file_is_valid():
     checked = _check_schema("vendor.citation-file-format", REPO / "CITATION.cff")
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_bibliography_parses_with_unique_keys():
+    import pybtex.database
+
+    text = (REPO / "book" / "references.bib").read_text()
+    keys = re.findall(r"^@\w+\{([^,]+),", text, flags=re.M)
+    assert len(keys) == len(set(keys)), "duplicate BibTeX keys"
+    entries = pybtex.database.parse_string(text, "bibtex").entries
+    assert set(entries) == set(keys)
+    for key, entry in entries.items():
+        assert "title" in entry.fields and "year" in entry.fields, f"{key} lacks a title or year"
