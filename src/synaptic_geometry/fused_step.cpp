@@ -14,6 +14,7 @@
 #include <torch/library.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <type_traits>
@@ -25,7 +26,8 @@ using at::vec::Vectorized;
 
 enum Kind : int64_t { TWO_NORM = 0, THREE_NORM, ONE_POINT_FIVE_NORM, P_NORM, NEGATIVE_ENTROPY, HYPENTROPY };
 
-constexpr int64_t GRAIN = 32768;  // elements per task of at::parallel_for, as in ATen
+constexpr int64_t GRAIN = 32768;  // at least this many elements per thread (ATen's grain size)
+constexpr int64_t CACHE_LINE = 64;  // bytes; threads' ranges start on cache lines (aligned vector loads)
 
 // Elementwise functions with one spelling for scalars and vectors.
 template <typename S> S v_abs(S x) { return std::abs(x); }
@@ -47,9 +49,9 @@ template <typename S> Vectorized<S> v_sign(Vectorized<S> x) {
   const Vectorized<S> zero(0), one(1);
   return ((x > zero) & one) - ((x < zero) & one);
 }
-template <typename S> S v_select(S mask_source, S a, S b) { return mask_source == 0 ? a : b; }
-template <typename S> Vectorized<S> v_select(Vectorized<S> mask_source, Vectorized<S> a, Vectorized<S> b) {
-  return Vectorized<S>::blendv(b, a, mask_source == Vectorized<S>(0));  // a where mask_source == 0
+// a where s == 0 (finite), b elsewhere
+template <typename S> Vectorized<S> where_finite(Vectorized<S> s, Vectorized<S> a, Vectorized<S> b) {
+  return Vectorized<S>::blendv(b, a, s == Vectorized<S>(0));
 }
 
 // Hyperparameters of one step in the compute type S (float32, or float64 for float64 weights).
@@ -105,26 +107,31 @@ V update(V w, V g, V b, bool fresh, const Hyper<S>& h, V& w_new, V& b_new) {
 
 // One tensor: weights and gradients of type P, buffer and arithmetic of type S. True if all finite.
 template <int64_t K, typename P, typename S>
-bool step_tensor(P* w, const P* g, S* b, bool fresh, int64_t n, const Hyper<S>& h) {
+bool step_tensor(P* w, const P* g, S* b, bool fresh, int64_t n, const Hyper<S>& hyper) {
   std::atomic<bool> finite{true};
-  at::parallel_for(0, n, GRAIN, [&](int64_t begin, int64_t end) {
+  constexpr int64_t unit = CACHE_LINE / sizeof(P);  // elements per cache line
+  at::parallel_for(0, (n + unit - 1) / unit, GRAIN / unit, [&](int64_t first_unit, int64_t end_unit) {
+    const Hyper<S> h = hyper;  // a local copy: the stores below cannot alias it, so it stays in registers
+    const int64_t begin = first_unit * unit, end = std::min(end_unit * unit, n);
     int64_t i = begin;
-    S flag = 0;
+    bool all_finite = true;
     if constexpr (std::is_same_v<P, S>) {  // float32 and float64: vectorized
       using V = Vectorized<S>;
-      V flags(0);
+      constexpr int all_lanes = (1 << V::size()) - 1;
       for (; i + V::size() <= end; i += V::size()) {
         V wv = V::loadu(w + i), gv = V::loadu(g + i);
         V bv = h.has_buffer ? V::loadu(b + i) : V(0);
         V w_new, b_new;
         V s = update<K, V, S>(wv, gv, bv, fresh, h, w_new, b_new);
-        v_select(s, w_new, wv).store(w + i);
-        if (h.has_buffer) v_select(s, b_new, bv).store(b + i);
-        flags = flags + s;
+        if (s.zero_mask() == all_lanes) {  // every lane finite: the common case
+          w_new.store(w + i);
+          if (h.has_buffer) b_new.store(b + i);
+        } else {  // write the finite lanes only
+          where_finite(s, w_new, wv).store(w + i);
+          if (h.has_buffer) where_finite(s, b_new, bv).store(b + i);
+          all_finite = false;
+        }
       }
-      S lanes[V::size()];
-      flags.store(lanes);
-      for (int k = 0; k < V::size(); ++k) flag += lanes[k];
     }
     for (; i < end; ++i) {  // the tail, and float16/bfloat16 weights (computed in S = float32)
       S wv = static_cast<S>(w[i]);
@@ -132,14 +139,14 @@ bool step_tensor(P* w, const P* g, S* b, bool fresh, int64_t n, const Hyper<S>& 
       S w_new, b_new = 0;
       S s = update<K, S, S>(wv, static_cast<S>(g[i]), bv, fresh, h, w_new, b_new);
       P w_out = static_cast<P>(w_new);  // rounding to float16 may overflow
-      s += static_cast<S>(w_out) - static_cast<S>(w_out);
-      if (s == 0) {
+      if (s == 0 && static_cast<S>(w_out) - static_cast<S>(w_out) == 0) {
         w[i] = w_out;
         if (h.has_buffer) b[i] = b_new;
+      } else {
+        all_finite = false;
       }
-      flag += s;
     }
-    if (flag != 0) finite.store(false);
+    if (!all_finite) finite.store(false);
   });
   return finite.load();
 }

@@ -46,8 +46,9 @@ gradients in float32 and needs nothing special.
 
 Safety: nan/inf is never written. A non-finite gradient, weight or momentum buffer raises
 ``FloatingPointError`` naming the parameter (param group, index in the group, shape), and so does a
-step that overflows from finite inputs ("the step overflowed in ..."). What was already written
-when it is raised depends on the path:
+step that overflows from finite inputs ("the step overflowed in ...", also when a float16/bfloat16
+result is too large for its dtype). What was already written when it is raised depends on the
+path:
 
 * fused: parameters are updated one after the other, each in one pass in which an element is
   written only if its direction and new weight are finite (a non-finite gradient, weight or buffer
@@ -60,12 +61,14 @@ when it is raised depends on the path:
   whenever an element of either is; the exact elementwise test runs only when one fails, so large
   finite values are not reported), costing a small fraction of a step. The error stops the step at
   that chunk: nothing from that chunk on is written, but parameters before it (and earlier chunks
-  of the same parameter) have already been updated; the message says so. Overflow from finite
-  inputs is checked where it can happen in practice: negative entropy's factor
-  ``exp(-lr sign(w) d)`` and hypentropy's ``sinh(lr d)`` before they are applied (p-norms would
-  need weights or gradients beyond about 1e19 in float32 to overflow, and are not checked).
+  of the same parameter) have already been updated; the message says so.
 * single-tensor: each parameter is checked before it is written, so the offending parameter and
   those after it are untouched.
+
+On these two paths overflow from finite inputs is checked where it can happen in practice:
+negative entropy's factor ``exp(-lr sign(w) d)`` and hypentropy's ``sinh(lr d)`` before they are
+applied (p-norms would need weights or gradients beyond about 1e19 in float32 to overflow, and are
+not checked; the fused path checks every new weight).
 
 A check of all gradients before the step would make a failed step leave everything untouched,
 at the price of one more read of every gradient (about a third of an SGD step on CPU).
