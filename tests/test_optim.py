@@ -1,6 +1,11 @@
-"""Tests for synaptic_geometry.optim.MirrorDescent."""
+"""Tests for synaptic_geometry.optim.MirrorDescent.
+
+The fused CPU kernel is built once per machine (cached by torch.utils.cpp_extension) and shared by
+every test; if it cannot be built, the tests that need it fail with the build's warning.
+"""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -12,6 +17,7 @@ from synaptic_geometry.potentials import get_potential
 
 POTENTIALS = ["2-norm", "3-norm", "1.5-norm", "2.5-norm", "negative_entropy", "hypentropy:0.1"]
 SHAPES = [(3, 4), (300,), (5,), (2, 3, 3, 3), (1,)]
+PATHS = ["fused", "foreach", "single"]
 SGD_SETTINGS = [
     dict(),
     dict(momentum=0.9),
@@ -28,6 +34,11 @@ SGD_SETTINGS = [
 def small_chunks(monkeypatch):
     """Chunks of 64 elements, so tensors span several chunks and chunks mix tensors."""
     monkeypatch.setattr(optim, "_CHUNK", 64)
+
+
+def path(name):
+    """MirrorDescent's keyword arguments selecting one implementation."""
+    return {"fused": dict(fused=True, foreach=None), "foreach": dict(fused=False, foreach=True), "single": dict(fused=False, foreach=False)}[name]
 
 
 def make_weights(seed, dtype=torch.float64, shapes=SHAPES):
@@ -58,14 +69,14 @@ def run(opt_factory, seed=0, steps=30, dtype=torch.float64, scale=0.1):
 # ---------------------------------------------------------------- 2-norm is SGD
 
 
-@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("name", PATHS)
 @pytest.mark.parametrize("kwargs", SGD_SETTINGS, ids=lambda k: ",".join(k) or "plain")
-def test_2_norm_matches_sgd(kwargs, foreach):
-    ours, _ = run(lambda p: MirrorDescent(p, lr=0.05, potential="2-norm", foreach=foreach, **kwargs), dtype=torch.float32, steps=50)
+def test_2_norm_matches_sgd(kwargs, name):
+    ours, _ = run(lambda p: MirrorDescent(p, lr=0.05, potential="2-norm", **path(name), **kwargs), dtype=torch.float32, steps=50)
     ref, _ = run(lambda p: torch.optim.SGD(p, lr=0.05, foreach=True, **kwargs), dtype=torch.float32, steps=50)
     for a, b in zip(ours, ref):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    if not foreach:  # the single-tensor path performs SGD's operations one for one
+    if name == "single":  # the single-tensor path performs SGD's operations one for one
         assert all(torch.equal(a, b) for a, b in zip(ours, ref))
 
 
@@ -74,41 +85,65 @@ def test_2_norm_matches_sgd(kwargs, foreach):
 
 @pytest.mark.parametrize("potential", POTENTIALS)
 @pytest.mark.parametrize("kwargs", SGD_SETTINGS[:4] + SGD_SETTINGS[-2:], ids=lambda k: ",".join(k) or "plain")
-def test_foreach_and_single_tensor_paths_agree(potential, kwargs):
-    a, opt_a = run(lambda p: MirrorDescent(p, lr=0.02, potential=potential, foreach=True, **kwargs))
-    b, opt_b = run(lambda p: MirrorDescent(p, lr=0.02, potential=potential, foreach=False, **kwargs))
-    for x, y in zip(a, b):
+def test_the_three_paths_agree(potential, kwargs):
+    """float64: the paths differ only in rounding (the fused kernel uses other formulas for
+    |w|^e and for cosh/sinh, hence its looser tolerance)."""
+    a, opt_a = run(lambda p: MirrorDescent(p, lr=0.02, potential=potential, **path("foreach"), **kwargs))
+    b, opt_b = run(lambda p: MirrorDescent(p, lr=0.02, potential=potential, **path("single"), **kwargs))
+    c, opt_c = run(lambda p: MirrorDescent(p, lr=0.02, potential=potential, **path("fused"), **kwargs))
+    for x, y, z in zip(a, b, c):
         torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(z, y, rtol=1e-10, atol=1e-12)
     if kwargs.get("momentum"):
-        for pa, pb in zip(opt_a.param_groups[0]["params"], opt_b.param_groups[0]["params"]):
-            torch.testing.assert_close(opt_a.state[pa]["momentum_buffer"], opt_b.state[pb]["momentum_buffer"], rtol=1e-12, atol=1e-14)
+        for pa, pb, pc in zip(*(o.param_groups[0]["params"] for o in (opt_a, opt_b, opt_c))):
+            buf_b = opt_b.state[pb]["momentum_buffer"]
+            torch.testing.assert_close(opt_a.state[pa]["momentum_buffer"], buf_b, rtol=1e-12, atol=1e-14)
+            torch.testing.assert_close(opt_c.state[pc]["momentum_buffer"], buf_b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("potential", POTENTIALS)
+def test_fused_and_foreach_agree_in_float32_on_large_tensors(monkeypatch, potential):
+    """Tensors larger than the kernel's parallel grain (split over threads, vector loop plus tail)."""
+    monkeypatch.setattr(optim, "_CHUNK", 1 << 19)
+    shapes = [(70001,), (3, 5), (256, 129)]
+    results = []
+    for name in ("fused", "foreach"):
+        params = make_weights(11, torch.float32, shapes)
+        opt = MirrorDescent(params, lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-3, potential=potential, **path(name))
+        gen = torch.Generator().manual_seed(12)
+        for _ in range(5):
+            set_grads(params, gen)
+            opt.step()
+        results.append([p.detach() for p in params])
+    for x, y in zip(*results):  # atol: near a zero crossing the p-norm maps amplify float32 rounding
+        torch.testing.assert_close(x, y, rtol=2e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------- the step is the mirror step
 
 
-@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("name", PATHS)
 @pytest.mark.parametrize("potential", POTENTIALS)
-def test_step_is_dual_space_step(potential, foreach):
+def test_step_is_dual_space_step(potential, name):
     """One step equals inv_grad(grad(w) - lr * g), computed by the potentials module."""
     params = make_weights(1)
     before = [p.detach().clone() for p in params]
     set_grads(params, torch.Generator().manual_seed(2), scale=1.0)
-    MirrorDescent(params, lr=0.03, potential=potential, foreach=foreach).step()
+    MirrorDescent(params, lr=0.03, potential=potential, **path(name)).step()
     pot = get_potential(potential)
     for w0, p in zip(before, params):
         expected = pot.inv_grad(pot.grad(w0) - 0.03 * p.grad, sign=torch.sign(w0))
         torch.testing.assert_close(p.detach(), expected, rtol=1e-10, atol=1e-13)
 
 
-@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("name", PATHS)
 @pytest.mark.parametrize("potential", POTENTIALS)
-def test_zero_weights(potential, foreach):
+def test_zero_weights(potential, name):
     """Zeros with zero gradient stay zero (no 0 * inf = nan); with a gradient they move, except
     under negative entropy, where a zero can never move."""
     w = torch.tensor([0.0, 0.0, -0.0, 1.0], requires_grad=True)
     w.grad = torch.tensor([0.0, 1.0, -2.0, 0.0])
-    MirrorDescent([w], lr=0.1, potential=potential, foreach=foreach).step()
+    MirrorDescent([w], lr=0.1, potential=potential, **path(name)).step()
     assert torch.isfinite(w).all() and w[0] == 0 and w[3] == 1
     pot = get_potential(potential)
     if potential == "negative_entropy":
@@ -117,8 +152,8 @@ def test_zero_weights(potential, foreach):
         torch.testing.assert_close(w[1:3].detach(), pot.inv_grad(torch.tensor([-0.1, 0.2])))
 
 
-@pytest.mark.parametrize("foreach", [False, True])
-def test_3_norm_closed_form(foreach):
+@pytest.mark.parametrize("name", PATHS)
+def test_3_norm_closed_form(name):
     w0 = np.array([0.5, -1.5, 2.0, -0.01, 0.0, 0.2])
     g = np.array([1.0, 2.0, -3.0, 4.0, -5.0, 40.0])
     lr = 0.1
@@ -126,29 +161,29 @@ def test_3_norm_closed_form(foreach):
     expected = np.sign(y) * np.sqrt(np.abs(y))
     w = torch.tensor(w0, requires_grad=True)
     w.grad = torch.tensor(g)
-    MirrorDescent([w], lr=lr, potential="3-norm", foreach=foreach).step()
+    MirrorDescent([w], lr=lr, potential="3-norm", **path(name)).step()
     np.testing.assert_allclose(w.detach().numpy(), expected, rtol=1e-12, atol=1e-15)
     assert w[5] < 0 < w0[5]  # unlike negative entropy, p-norms let weights cross zero
 
 
-@pytest.mark.parametrize("foreach", [False, True])
-def test_negative_entropy_is_exponentiated_gradient(foreach):
+@pytest.mark.parametrize("name", PATHS)
+def test_negative_entropy_is_exponentiated_gradient(name):
     w0 = np.array([0.5, -1.5, 2.0, -0.01, 0.0])
     g = np.array([1.0, 2.0, -3.0, 4.0, -5.0])
     w = torch.tensor(w0, requires_grad=True)
     w.grad = torch.tensor(g)
-    MirrorDescent([w], lr=0.1, potential="negative_entropy", foreach=foreach).step()
+    MirrorDescent([w], lr=0.1, potential="negative_entropy", **path(name)).step()
     np.testing.assert_allclose(w.detach().numpy(), w0 * np.exp(-0.1 * np.sign(w0) * g), rtol=1e-13)
 
 
-@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("name", PATHS)
 @pytest.mark.parametrize("kwargs", [dict(), dict(momentum=0.9, nesterov=True, weight_decay=0.1)], ids=["plain", "momentum"])
-def test_negative_entropy_never_changes_signs(foreach, kwargs):
+def test_negative_entropy_never_changes_signs(name, kwargs):
     params = make_weights(3, dtype=torch.float32)
     with torch.no_grad():
         params[1][:7] = 0.0
     signs = [torch.sign(p.detach()).clone() for p in params]
-    opt = MirrorDescent(params, lr=0.1, potential="negative_entropy", foreach=foreach, **kwargs)
+    opt = MirrorDescent(params, lr=0.1, potential="negative_entropy", **path(name), **kwargs)
     gen = torch.Generator().manual_seed(4)
     for _ in range(100):
         set_grads(params, gen, scale=1.0)
@@ -171,16 +206,51 @@ def test_per_group_potentials():
     torch.testing.assert_close(b.detach(), torch.sign(y) * y.abs().sqrt())
 
 
-@pytest.mark.parametrize("foreach, expected", [(None, "multi"), (True, "multi"), (False, "single")])
-def test_path_choice(monkeypatch, foreach, expected):
+@pytest.mark.parametrize(
+    "kwargs, available, expected",
+    [
+        (dict(), True, "fused"),
+        (dict(), False, "multi_tensor"),  # the kernel could not be built: the foreach path
+        (dict(fused=True), True, "fused"),
+        (dict(fused=False), True, "multi_tensor"),
+        (dict(foreach=True), True, "multi_tensor"),
+        (dict(foreach=False), True, "single_tensor"),
+    ],
+)
+def test_path_choice(monkeypatch, kwargs, available, expected):
     calls = []
-    for name in ("multi", "single"):
-        original = getattr(optim, f"_{name}_tensor_mirror_descent")
-        monkeypatch.setattr(optim, f"_{name}_tensor_mirror_descent", lambda *a, _n=name, _f=original, **k: (calls.append(_n), _f(*a, **k)))
+    for name in ("fused", "multi_tensor", "single_tensor"):
+        original = getattr(optim, f"_{name}_mirror_descent")
+        monkeypatch.setattr(optim, f"_{name}_mirror_descent", lambda *a, _n=name, _f=original, **k: (calls.append(_n), _f(*a, **k)))
+    if not available:
+        monkeypatch.setattr(optim, "_fused_kernel", lambda: None)
     model = torch.nn.Linear(3, 2)
     model(torch.ones(4, 3)).sum().backward()
-    MirrorDescent(model.parameters(), lr=0.1, foreach=foreach).step()
+    MirrorDescent(model.parameters(), lr=0.1, **kwargs).step()
     assert calls == [expected]
+
+
+def test_failed_build_warns_and_gives_no_kernel(monkeypatch):
+    """Simulated unavailability: the build raises, as it does without a C++ compiler or ninja."""
+    def no_compiler(**kwargs):
+        raise OSError("no C++ compiler found\n(details)")
+
+    monkeypatch.setattr(optim.cpp_extension, "load", no_compiler)
+    match = r"fused CPU kernel could not be built \(OSError: no C\+\+ compiler found\); falling back to the foreach path"
+    with pytest.warns(RuntimeWarning, match=match):
+        assert optim._fused_kernel.__wrapped__() is None
+
+
+@pytest.mark.parametrize("potential", POTENTIALS)
+def test_fallback_gives_the_fused_results(monkeypatch, potential):
+    kwargs = dict(lr=0.02, momentum=0.9, weight_decay=1e-3, potential=potential)
+    fused, _ = run(lambda p: MirrorDescent(p, **kwargs), dtype=torch.float32, steps=20)
+    monkeypatch.setattr(optim, "_fused_kernel", lambda: None)
+    fallback, _ = run(lambda p: MirrorDescent(p, **kwargs), dtype=torch.float32, steps=20)
+    for a, b in zip(fused, fallback):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(RuntimeError, match="fused=True, but the fused CPU kernel could not be built"):
+        run(lambda p: MirrorDescent(p, fused=True), steps=1)
 
 
 def test_potential_object_is_stored_by_name():
@@ -192,40 +262,62 @@ def test_potential_object_is_stored_by_name():
 # ---------------------------------------------------------------- state
 
 
-@pytest.mark.parametrize("foreach", [False, True])
-def test_state_dict_round_trip_resumes_bit_identically(tmp_path, foreach):
-    kwargs = dict(lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-3, foreach=foreach)
-    groups = lambda ps: [{"params": ps[:2], "potential": "negative_entropy"}, {"params": ps[2:], "potential": "3-norm"}]
+@pytest.mark.parametrize(
+    "saved_with, loaded_into",
+    [("fused", "fused"), ("foreach", "foreach"), ("single", "single"), ("fused", "foreach"), ("foreach", "fused"), ("single", "fused")],
+)
+def test_state_dict_round_trip_resumes_bit_identically(tmp_path, saved_with, loaded_into):
+    """Save after 4 steps on one path, load into an optimizer on another, continue for 6 steps:
+    bit for bit what switching paths in place gives. float16 parameters keep float32 buffers."""
+    kwargs = dict(lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-3)
+    shapes = SHAPES + [(7,)]
+
+    def weights():
+        out = make_weights(8, dtype=torch.float32, shapes=shapes)
+        out[-1] = out[-1].detach().half().requires_grad_()
+        return out
+
+    def groups(ps):
+        return [{"params": ps[:2], "potential": "negative_entropy"}, {"params": ps[2:5], "potential": "3-norm"},
+                {"params": ps[5:], "potential": "hypentropy:0.5"}]
+
     gen = torch.Generator().manual_seed(7)
-    grads = [[torch.randn(s, generator=gen, dtype=torch.float32) for s in SHAPES] for _ in range(10)]
+    grads = [[torch.randn(s, generator=gen) for s in shapes] for _ in range(10)]
 
     def apply(params, opt, gs):
         for p, g in zip(params, gs):
-            p.grad = g.clone()
+            p.grad = g.to(p.dtype)
         opt.step()
 
-    straight = make_weights(8, dtype=torch.float32)
-    opt = MirrorDescent(groups(straight), **kwargs)
-    for gs in grads:
+    straight = weights()
+    opt = MirrorDescent(groups(straight), **kwargs, **path(saved_with))
+    for k, gs in enumerate(grads):
+        if k == 4:
+            for group in opt.param_groups:
+                group.update(path(loaded_into))
         apply(straight, opt, gs)
 
-    first = make_weights(8, dtype=torch.float32)
-    opt1 = MirrorDescent(groups(first), **kwargs)
+    first = weights()
+    opt1 = MirrorDescent(groups(first), **kwargs, **path(saved_with))
     for gs in grads[:4]:
         apply(first, opt1, gs)
-    path = tmp_path / "checkpoint.pt"
-    torch.save({"weights": [p.detach() for p in first], "optimizer": opt1.state_dict()}, path)
+    checkpoint = tmp_path / "checkpoint.pt"
+    torch.save({"weights": [p.detach() for p in first], "optimizer": opt1.state_dict()}, checkpoint)
 
-    loaded = torch.load(path, weights_only=True)
-    assert [g["potential"] for g in loaded["optimizer"]["param_groups"]] == ["negative_entropy", "3-norm"]
+    loaded = torch.load(checkpoint, weights_only=True)
+    assert [g["potential"] for g in loaded["optimizer"]["param_groups"]] == ["negative_entropy", "3-norm", "hypentropy:0.5"]
+    assert loaded["optimizer"]["state"][len(shapes) - 1]["momentum_buffer"].dtype == torch.float32
     resumed = [w.clone().requires_grad_() for w in loaded["weights"]]
-    opt2 = MirrorDescent(groups(resumed), lr=0.5, potential="2-norm", foreach=foreach)
+    opt2 = MirrorDescent(groups(resumed), lr=0.5, potential="2-norm", **path(loaded_into))
     opt2.load_state_dict(loaded["optimizer"])
     assert opt2.param_groups[0]["lr"] == 0.01 and opt2.param_groups[1]["potential"] == "3-norm"
+    assert all(group["fused"] == path(loaded_into)["fused"] for group in opt2.param_groups)  # the path stays its own
+    assert opt2.state[resumed[-1]]["momentum_buffer"].dtype == torch.float32
     for gs in grads[4:]:
         apply(resumed, opt2, gs)
     for a, b in zip(straight, resumed):
-        assert torch.equal(a, b)
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    assert torch.equal(opt.state[straight[-1]]["momentum_buffer"], opt2.state[resumed[-1]]["momentum_buffer"])
 
 
 def test_state_is_created_lazily():
@@ -257,14 +349,14 @@ def test_closure_and_functional_api():
     assert torch.equal(bufs[0], g) and p.item() == pytest.approx(0.4)
 
 
-@pytest.mark.parametrize("foreach", [False, True])
-def test_non_contiguous_and_mixed_dtype_parameters(foreach):
+@pytest.mark.parametrize("name", PATHS)
+def test_non_contiguous_and_mixed_dtype_parameters(name):
     base = torch.randn(4, 3, dtype=torch.float64).abs() + 0.1
     w_t = base.t().clone().t().requires_grad_()  # non-contiguous leaf
     w_32 = torch.rand(5, dtype=torch.float32).add(0.1).requires_grad_()
     w_t.grad, w_32.grad = torch.ones_like(w_t), torch.ones_like(w_32)
     before = w_t.detach().clone(), w_32.detach().clone()
-    MirrorDescent([w_t, w_32], lr=0.1, momentum=0.9, potential="negative_entropy", foreach=foreach).step()
+    MirrorDescent([w_t, w_32], lr=0.1, momentum=0.9, potential="negative_entropy", **path(name)).step()
     torch.testing.assert_close(w_t.detach(), before[0] * math.exp(-0.1))
     torch.testing.assert_close(w_32.detach(), before[1] * math.exp(-0.1))
 
@@ -272,12 +364,12 @@ def test_non_contiguous_and_mixed_dtype_parameters(foreach):
 # ---------------------------------------------------------------- errors
 
 
-@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("name", PATHS)
 @pytest.mark.parametrize("where", ["gradient", "weight"])
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
-def test_non_finite_raises_naming_the_parameter(foreach, where, bad):
+def test_non_finite_raises_naming_the_parameter(name, where, bad):
     params = make_weights(0, dtype=torch.float32)
-    opt = MirrorDescent([{"params": params[:1]}, {"params": params[1:]}], lr=0.1, momentum=0.9, potential="3-norm", foreach=foreach)
+    opt = MirrorDescent([{"params": params[:1]}, {"params": params[1:]}], lr=0.1, momentum=0.9, potential="3-norm", **path(name))
     gen = torch.Generator().manual_seed(0)
     set_grads(params, gen)
     opt.step()
@@ -296,21 +388,44 @@ def test_non_finite_raises_naming_the_parameter(foreach, where, bad):
     assert torch.equal(params[4].detach(), weights[4])
     assert torch.equal(opt.state[params[4]]["momentum_buffer"], buffers[4])
     assert not torch.equal(params[2].detach(), weights[2])
-    torch.testing.assert_close(target[1].detach(), weights[3][1], rtol=0, atol=0, equal_nan=True)  # its chunk was not written
+    after, buffer = target.detach(), opt.state[target]["momentum_buffer"]
+    if name == "fused":  # its finite elements were updated; the bad one kept its weight and buffer
+        bad_element = torch.zeros(target.shape, dtype=torch.bool)
+        bad_element[1, 2, 0, 1] = True
+        assert (after[~bad_element] != weights[3][~bad_element]).all()
+        torch.testing.assert_close(after[bad_element], weights[3][bad_element], rtol=0, atol=0, equal_nan=True)
+        assert buffer[1, 2, 0, 1] == buffers[3][1, 2, 0, 1] and not torch.equal(buffer, buffers[3])
+    elif name == "foreach":  # its chunk was not written
+        torch.testing.assert_close(after[1], weights[3][1], rtol=0, atol=0, equal_nan=True)
+    else:  # the parameter was not written
+        torch.testing.assert_close(after, weights[3], rtol=0, atol=0, equal_nan=True)
+        assert torch.equal(buffer, buffers[3])
 
 
-@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("name", PATHS)
 @pytest.mark.parametrize("potential, what", [("negative_entropy", r"exp\(-lr sign\(w\) d\)"), ("hypentropy:0.1", r"sinh\(lr d\)")])
-def test_overflowing_step_raises(foreach, potential, what):
+def test_overflowing_step_raises(name, potential, what):
     w = torch.full((10,), -0.5, dtype=torch.float32, requires_grad=True)
     w.grad = torch.full((10,), 1e3, dtype=torch.float32)
+    what = r"the new weight in torch\.float32 is not finite" if name == "fused" else what
     with pytest.raises(FloatingPointError, match=rf"overflowed in parameter 0 of param group 0 \(shape \(10,\)\): {what}"):
-        MirrorDescent([w], lr=1.0, potential=potential, foreach=foreach).step()
+        MirrorDescent([w], lr=1.0, potential=potential, **path(name)).step()
     assert torch.equal(w.detach(), torch.full((10,), -0.5))
 
 
-@pytest.mark.parametrize("foreach", [False, True])
-def test_non_finite_next_to_zero_is_caught(foreach):
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", PATHS)
+def test_rounding_to_low_precision_that_overflows_raises(name, dtype):
+    big = torch.finfo(dtype).max
+    w = torch.tensor([big, 1.0], dtype=dtype, requires_grad=True)
+    w.grad = torch.tensor([-big, 0.0], dtype=dtype)
+    with pytest.raises(FloatingPointError, match=rf"overflowed in parameter 0 .*new weight in {dtype}"):
+        MirrorDescent([w], lr=1.0, **path(name)).step()
+    assert w[0] == big and w[1] == 1.0
+
+
+@pytest.mark.parametrize("name", PATHS)
+def test_non_finite_next_to_zero_is_caught(name):
     """The fast check multiplies gradients with weights: inf * 0 must still be caught."""
     for grad_value, weight_value, what in [(math.inf, 0.0, "gradient"), (0.0, math.nan, "weight")]:
         w = torch.ones(100, requires_grad=True)
@@ -318,14 +433,15 @@ def test_non_finite_next_to_zero_is_caught(foreach):
         with torch.no_grad():
             w[37], w.grad[37] = weight_value, grad_value
         with pytest.raises(FloatingPointError, match=f"non-finite {what}"):
-            MirrorDescent([w], lr=0.1, foreach=foreach).step()
+            MirrorDescent([w], lr=0.1, **path(name)).step()
 
 
-def test_large_finite_values_are_not_reported():
+@pytest.mark.parametrize("name", PATHS)
+def test_large_finite_values_are_not_reported(name):
     """Per-tensor sums overflow here, but no element is non-finite: the step must go ahead."""
     w = torch.full((10,), 3e38, dtype=torch.float32, requires_grad=True)
     w.grad = torch.full((10,), 3e38, dtype=torch.float32)
-    MirrorDescent([w], lr=1e-40, potential="2-norm").step()
+    MirrorDescent([w], lr=1e-40, potential="2-norm", **path(name)).step()
     assert torch.isfinite(w).all()
 
 
@@ -342,6 +458,7 @@ def test_large_finite_values_are_not_reported():
         (dict(potential="entropy"), "unknown potential 'entropy'; known:"),
         (dict(potential="1-norm"), "p > 1"),
         (dict(potential="hypentropy:0"), "beta > 0"),
+        (dict(fused=True, foreach=True), "cannot both be set"),
     ],
 )
 def test_bad_arguments_raise(kwargs, message):
@@ -364,3 +481,37 @@ def test_sparse_and_mismatched_gradients_raise():
         MirrorDescent([w], lr=0.1).step()
     with pytest.raises(ValueError, match="equal shape"):
         mirror_descent([torch.ones(3)], [torch.ones(4)], [], lr=0.1)
+
+
+def test_fused_needs_the_cpu():
+    w = torch.ones(3, device="meta", requires_grad=True)
+    w.grad = torch.ones(3, device="meta")
+    with pytest.raises(RuntimeError, match="fused=True needs plain tensors on the CPU"):
+        MirrorDescent([w], lr=0.1, fused=True).step()
+
+
+# ---------------------------------------------------------------- float16 / bfloat16 parameters
+
+
+@pytest.mark.parametrize("name", PATHS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("potential", ["3-norm", "negative_entropy", "hypentropy:0.1"])
+def test_low_precision_is_computed_in_float32_and_rounded_once(name, dtype, potential):
+    """One step on float16/bfloat16 weights is the float32 step of the same values, rounded once;
+    the momentum buffer is float32."""
+    gen = torch.Generator().manual_seed(21)
+    w32 = make_weights(5, torch.float32, shapes=[(300,)])[0].detach().to(dtype).float()  # values exact in dtype
+    g32 = (torch.randn(300, generator=gen) * 0.3).to(dtype).float()
+    w = w32.to(dtype).requires_grad_()
+    w.grad = g32.to(dtype)
+    opt = MirrorDescent([w], lr=0.05, momentum=0.9, potential=potential, **path(name))
+    opt.step()
+    reference = w32.clone().requires_grad_()
+    reference.grad = g32
+    MirrorDescent([reference], lr=0.05, momentum=0.9, potential=potential, **path("single")).step()
+    assert w.dtype == dtype
+    expected = reference.detach().to(dtype).float()
+    torch.testing.assert_close(w.detach().float(), expected, rtol=torch.finfo(dtype).eps, atol=0)  # at most 1 ulp (a tie)
+    assert (w.detach().float() == expected).float().mean() > 0.97
+    buffer = opt.state[w]["momentum_buffer"]
+    assert buffer.dtype == torch.float32 and torch.equal(buffer, g32)

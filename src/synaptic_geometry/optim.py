@@ -16,37 +16,77 @@ with closed forms per potential (all elementwise):
 * ``"hypentropy:<beta>"``: ``w = beta sinh(arcsinh(w/beta) - c)`` with ``c = lr * d``, computed
   as ``w cosh(c) - sqrt(w^2 + beta^2) sinh(c)`` (no arcsinh needed).
 
-Two implementations, chosen at run time like SGD's: a single-tensor path (one parameter at a
-time, plain tensor ops) and a multi-tensor path (``torch._foreach_*`` ops). The multi-tensor path
-walks the parameters in cache-sized chunks (views, no copies) with one small scratch buffer, so
-the several elementwise passes of a mirror step stay in cache and no parameter-sized temporary
-is ever allocated.
+Three implementations, chosen at run time like SGD's (``fused`` and ``foreach``):
 
-Safety: nan/inf is never written. A non-finite gradient or weight raises ``FloatingPointError``
-naming the parameter (param group, index in the group, shape). The check is made chunk by chunk,
-just before each chunk is written, while the chunk is in cache: one dot product of each
-gradient view with its weight view (non-finite whenever an element of either is; the exact
-elementwise test runs only when one fails, so large finite values are not reported), costing a small fraction of a step (see
-``benchmarks/bench_optim.py``). The error stops the step at that chunk: nothing from that chunk on
-is written, but parameters before it (and earlier chunks of the same parameter) have already been
-updated; the message says so. A check of all gradients before the step would make a failed step
-leave everything untouched, at the price of one more read of every gradient (about a third of an
-SGD step on CPU), which would break the speed target. Steps that overflow from finite inputs
-are caught where they can happen in practice: negative entropy's factor ``exp(-lr sign(w) d)``
-and hypentropy's ``sinh(lr d)`` are checked before they are applied (p-norms would need weights
-or gradients beyond about 1e19 in float32 to overflow, and are not checked).
+* the fused path (CPU): one pass over each parameter, in a small C++ kernel
+  (``fused_step.cpp``): the weight, gradient and momentum buffer are read once, SGD's direction,
+  the dual step and the map back are computed in registers, and the weight and buffer are written
+  once. The kernel is built by ``torch.utils.cpp_extension`` the first time it is needed (about
+  15 s, once per machine and source version; cached in torch's extension directory, see
+  ``TORCH_EXTENSIONS_DIR``), for the CPU's vector instruction set (AVX-512, AVX2 or plain C++);
+* the multi-tensor path (``torch._foreach_*`` ops), which walks the parameters in cache-sized
+  chunks (views, no copies) with one small scratch buffer, so the several elementwise passes of a
+  mirror step stay in cache and no parameter-sized temporary is ever allocated;
+* the single-tensor path (one parameter at a time, plain tensor ops).
+
+The default (``fused=None`` and ``foreach=None``) is the fastest that applies: the fused path when
+every parameter is on the CPU and the kernel could be built (``benchmarks/bench_optim.py``
+measures it against torch's fused SGD), else the multi-tensor path when every tensor is plain and
+on one device, else the single-tensor path. Setting ``foreach`` explicitly selects between the
+last two. If the kernel cannot be built (no C++ compiler or ninja), a ``RuntimeWarning`` says so
+once and the default falls back to the multi-tensor path, with the same results to float
+tolerance; ``fused=True`` then raises ``RuntimeError``. Parameters the kernel cannot take (not
+contiguous) are updated by the single-tensor path first.
+
+Precision: the dual-space arithmetic runs in float64 for float64 parameters and in float32
+otherwise. float16 and bfloat16 parameters (pure low-precision training) are computed in float32
+and rounded once when written, and their momentum buffers are kept in float32 (torch's SGD keeps
+them in the parameter's dtype). Automatic mixed precision (autocast) keeps parameters and
+gradients in float32 and needs nothing special.
+
+Safety: nan/inf is never written. A non-finite gradient, weight or momentum buffer raises
+``FloatingPointError`` naming the parameter (param group, index in the group, shape), and so does a
+step that overflows from finite inputs ("the step overflowed in ...", also when a float16/bfloat16
+result is too large for its dtype). What was already written when it is raised depends on the
+path:
+
+* fused: parameters are updated one after the other, each in one pass in which an element is
+  written only if its direction and new weight are finite (a non-finite gradient, weight or buffer
+  makes them non-finite). The step stops after the first parameter with a non-finite element:
+  the parameters before it were updated; in it, every finite element was updated and the others
+  kept their weight and momentum buffer; the parameters after it were not touched. The test costs
+  a few vector instructions per element and no extra memory traffic.
+* multi-tensor: the check is made chunk by chunk, just before each chunk is written, while the
+  chunk is in cache: one dot product of each gradient view with its weight view (non-finite
+  whenever an element of either is; the exact elementwise test runs only when one fails, so large
+  finite values are not reported), costing a small fraction of a step. The error stops the step at
+  that chunk: nothing from that chunk on is written, but parameters before it (and earlier chunks
+  of the same parameter) have already been updated; the message says so.
+* single-tensor: each parameter is checked before it is written, so the offending parameter and
+  those after it are untouched.
+
+On these two paths overflow from finite inputs is checked where it can happen in practice:
+negative entropy's factor ``exp(-lr sign(w) d)`` and hypentropy's ``sinh(lr d)`` before they are
+applied (p-norms would need weights or gradients beyond about 1e19 in float32 to overflow, and are
+not checked; the fused path checks every new weight).
+
+A check of all gradients before the step would make a failed step leave everything untouched,
+at the price of one more read of every gradient (about a third of an SGD step on CPU).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer
+from torch.utils import cpp_extension
 
 from synaptic_geometry.potentials import (
     Hypentropy,
@@ -56,18 +96,74 @@ from synaptic_geometry.potentials import (
     get_potential,
 )
 
-__all__ = ["MirrorDescent", "mirror_descent"]
+__all__ = ["MirrorDescent", "fused_available", "mirror_descent"]
 
 _LOG2_E = 1.0 / math.log(2.0)
 # Elements per chunk of the multi-tensor path: 512K float32 = 2 MiB per array, so a chunk's
 # weights, gradients, momentum buffer and scratch (about 10 MiB) stay in cache between passes.
 # Smaller chunks cost more Python overhead than they save (measured with bench_optim.py).
 _CHUNK = 1 << 19
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+_KERNEL_SOURCE = Path(__file__).with_name("fused_step.cpp")
+# compiler flags per torch.backends.cpu.get_cpu_capability(); any other capability builds plain C++
+_CAPABILITY_FLAGS = {
+    "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma"],
+    "AVX2": ["-mavx2", "-mfma"],
+    "DEFAULT": [],
+}
+# the potentials as numbered by the kernel's enum Kind
+_TWO_NORM, _THREE_NORM, _ONE_POINT_FIVE_NORM, _P_NORM, _NEGATIVE_ENTROPY, _HYPENTROPY = range(6)
 
 
 @functools.lru_cache(maxsize=64)
 def _parse(name: str) -> Potential:
     return get_potential(name)
+
+
+def _state_dtype(p: Tensor) -> torch.dtype:
+    """dtype of the momentum buffer and of the dual-space arithmetic for parameter ``p``."""
+    return torch.float32 if p.dtype in _LOW_PRECISION else p.dtype
+
+
+@functools.cache
+def _fused_kernel():
+    """The fused step (``torch.ops.synaptic_geometry.mirror_descent_step``), built on first use.
+
+    Returns None, after one ``RuntimeWarning``, if the kernel cannot be built or loaded.
+    """
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability not in _CAPABILITY_FLAGS:
+        capability = "DEFAULT"
+    flags = ["-O3", "-fopenmp", f"-DCPU_CAPABILITY={capability}", f"-DCPU_CAPABILITY_{capability}"]
+    try:
+        cpp_extension.load(
+            name=f"synaptic_geometry_fused_step_{capability.lower()}",
+            sources=[str(_KERNEL_SOURCE)],
+            extra_cflags=flags + _CAPABILITY_FLAGS[capability],
+            extra_ldflags=["-fopenmp"],
+            is_python_module=False,
+        )
+        return torch.ops.synaptic_geometry.mirror_descent_step
+    except Exception as error:  # any failure to build or load (no compiler, no ninja, ...) means: no fused path
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        warnings.warn(
+            f"MirrorDescent: the fused CPU kernel could not be built ({type(error).__name__}: {first_line}); "
+            "falling back to the foreach path",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+
+
+def fused_available() -> bool:
+    """Whether the fused CPU path can be used (builds the kernel on the first call, about 15 s).
+
+    Returns
+    -------
+    bool
+        False if the kernel could not be built (a ``RuntimeWarning`` said why).
+    """
+    return _fused_kernel() is not None
 
 
 def _check_hyperparameters(lr: Any, momentum: Any, dampening: Any, weight_decay: Any, nesterov: Any) -> None:
@@ -88,8 +184,15 @@ class MirrorDescent(Optimizer):
         potential: a potential name ("2-norm", "3-norm", "negative_entropy", "hypentropy:0.1",
             ...) or a :class:`~synaptic_geometry.potentials.Potential`; stored in the group as
             its canonical name, so ``state_dict()`` holds plain data.
-        foreach: use the multi-tensor (``torch._foreach_*``) path; ``None`` picks it when all
+        foreach: use the multi-tensor (``torch._foreach_*``) path (True) or the single-tensor path
+            (False); ``None`` lets ``fused`` decide, then picks the multi-tensor path when all
             parameters are plain tensors on one device.
+        fused: use the fused CPU kernel (True; raises ``RuntimeError`` if it cannot be built or
+            a parameter is not on the CPU) or not (False); ``None`` uses it when ``foreach`` is
+            None, every parameter is on the CPU and the kernel could be built. See the module
+            docstring for what each path writes before a ``FloatingPointError``.
+
+    Momentum buffers of float16 and bfloat16 parameters are float32, in ``state_dict()`` too.
     """
 
     def __init__(
@@ -103,8 +206,11 @@ class MirrorDescent(Optimizer):
         maximize: bool = False,
         potential: str | Potential = "2-norm",
         foreach: bool | None = None,
+        fused: bool | None = None,
     ):
         _check_hyperparameters(lr, momentum, dampening, weight_decay, nesterov)
+        if fused and foreach:
+            raise ValueError("fused=True and foreach=True cannot both be set; choose one path")
         defaults = dict(
             lr=lr,
             momentum=momentum,
@@ -114,6 +220,7 @@ class MirrorDescent(Optimizer):
             maximize=maximize,
             potential=get_potential(potential).name,
             foreach=foreach,
+            fused=fused,
         )
         super().__init__(params, defaults)
 
@@ -130,7 +237,26 @@ class MirrorDescent(Optimizer):
             group.setdefault("nesterov", False)
             group.setdefault("maximize", False)
             group.setdefault("foreach", None)
+            group.setdefault("fused", None)
             group.setdefault("potential", "2-norm")
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """As :meth:`torch.optim.Optimizer.load_state_dict`, with two differences.
+
+        The path settings (``fused``, ``foreach``) stay this optimizer's: they describe the
+        machine, not the training state, so a checkpoint continues on any path (and device).
+        The base class casts every state tensor to its parameter's dtype; here the momentum
+        buffers of float16/bfloat16 parameters are restored from ``state_dict`` in float32.
+        """
+        paths = [(group["fused"], group["foreach"]) for group in self.param_groups]
+        super().load_state_dict(state_dict)
+        for group, (fused, foreach) in zip(self.param_groups, paths):
+            group["fused"], group["foreach"] = fused, foreach
+        params = [p for group in self.param_groups for p in group["params"]]
+        for index, saved in state_dict["state"].items():
+            p, buf = params[index], saved.get("momentum_buffer")
+            if buf is not None and p.dtype in _LOW_PRECISION:
+                self.state[p]["momentum_buffer"] = buf.to(device=p.device, dtype=_state_dtype(p), copy=True)
 
     def _init_group(self, group, params, grads, bufs, indices) -> None:
         for index, p in enumerate(group["params"]):
@@ -171,6 +297,7 @@ class MirrorDescent(Optimizer):
                 maximize=group["maximize"],
                 potential=group["potential"],
                 foreach=group["foreach"],
+                fused=group["fused"],
                 names=[f"parameter {i} of param group {group_index}" for i in indices],
             )
             if group["momentum"] != 0:
@@ -192,13 +319,14 @@ def mirror_descent(
     maximize: bool = False,
     potential: str | Potential = "2-norm",
     foreach: bool | None = None,
+    fused: bool | None = None,
     names: list[str] | None = None,
 ) -> None:
     """Functional mirror descent step (updates ``params`` and ``momentum_buffer_list`` in place).
 
     ``momentum_buffer_list`` has one entry per parameter when ``momentum != 0`` (``None`` entries
-    are created on this step, as in SGD) and is ignored otherwise. ``names`` label parameters in
-    error messages.
+    are created on this step, as in SGD) and is ignored otherwise. ``foreach`` and ``fused``
+    choose the path as in :class:`MirrorDescent`. ``names`` label parameters in error messages.
     """
     pot = _parse(potential) if isinstance(potential, str) else potential
     if not isinstance(pot, (PNorm, NegativeEntropy, Hypentropy)):
@@ -213,12 +341,24 @@ def mirror_descent(
                 f"{name}: needs a real floating-point weight and a gradient of equal shape, dtype and "
                 f"device; got weight {p.dtype} {tuple(p.shape)}, gradient {g.dtype} {tuple(g.shape)}"
             )
-    if foreach is None:  # like torch: the multi-tensor path when every tensor is plain and on one device
-        plain = (torch.Tensor, torch.nn.Parameter)
-        foreach = len({p.device for p in params}) == 1 and all(
-            type(p) in plain and type(g) in plain for p, g in zip(params, grads)
-        )
-    step = _multi_tensor_mirror_descent if foreach else _single_tensor_mirror_descent
+    if fused and foreach:
+        raise ValueError("fused=True and foreach=True cannot both be set; choose one path")
+    plain_types = (torch.Tensor, torch.nn.Parameter)
+    plain = all(type(p) in plain_types and type(g) in plain_types for p, g in zip(params, grads))
+    on_cpu = all(p.device.type == "cpu" for p in params)
+    if fused is None:  # the fastest path that applies (see the module docstring)
+        fused = foreach is None and plain and on_cpu and _fused_kernel() is not None
+    if fused:
+        if not (plain and on_cpu):
+            raise RuntimeError("fused=True needs plain tensors on the CPU; use fused=None or fused=False here")
+        if _fused_kernel() is None:
+            raise RuntimeError("fused=True, but the fused CPU kernel could not be built (see the warning); "
+                               "use fused=None or fused=False")
+        step = _fused_mirror_descent
+    else:
+        if foreach is None:  # like torch: the multi-tensor path when every tensor is plain and on one device
+            foreach = plain and len({p.device for p in params}) == 1
+        step = _multi_tensor_mirror_descent if foreach else _single_tensor_mirror_descent
     step(
         params,
         grads,
@@ -305,8 +445,10 @@ def _direction(grad: Tensor, param: Tensor, buf: Tensor | None, *, momentum, dam
 
 
 def _single_tensor_mirror_descent(params, grads, bufs, *, lr, momentum, dampening, nesterov, weight_decay, maximize, potential, names):
-    for i, (w, g) in enumerate(zip(params, grads)):
-        _check_finite([g], [w], [i], params, names)
+    for i, (param, grad) in enumerate(zip(params, grads)):
+        _check_finite([grad], [param], [i], params, names)
+        low = param.dtype in _LOW_PRECISION  # computed in float32, rounded once when written
+        w, g = (param.float(), grad.float()) if low else (param, grad)
         buf = bufs[i] if momentum != 0 else None
         d, buf = _direction(g, w, buf, momentum=momentum, dampening=dampening, nesterov=nesterov,
                             weight_decay=weight_decay, maximize=maximize)
@@ -315,6 +457,10 @@ def _single_tensor_mirror_descent(params, grads, bufs, *, lr, momentum, dampenin
         t = torch.empty_like(w) if _scratch_needed(potential) else None
         s = torch.empty_like(w) if _scratch_needed(potential) > 1 else None
         _dual_step(w, d, lr, potential, t, s, lambda v, what: _check_step([v], [i], params, names, what))
+        if low:
+            rounded = w.to(param.dtype)
+            _check_step([rounded], [i], params, names, f"the new weight in {param.dtype}")
+            param.copy_(rounded)
 
 
 def _scratch_needed(pot: Potential) -> int:
@@ -364,23 +510,30 @@ def _dual_step(w: Tensor, d: Tensor, lr: float, pot: Potential, t: Tensor | None
         torch.addcmul(t, w, s, value=-1, out=w)
 
 
+def _single_tensor_subset(indices: list[int], params, grads, bufs, *, momentum, names, **hyper) -> None:
+    """Run the single-tensor path on ``params[i] for i in indices`` (buffers written back into ``bufs``)."""
+    if not indices:
+        return
+    sub_bufs = [bufs[i] for i in indices] if momentum != 0 else []
+    _single_tensor_mirror_descent([params[i] for i in indices], [grads[i] for i in indices], sub_bufs,
+                                  momentum=momentum, names=[names[i] for i in indices], **hyper)
+    if momentum != 0:
+        for i, buf in zip(indices, sub_bufs):
+            bufs[i] = buf
+
+
 def _multi_tensor_mirror_descent(params, grads, bufs, *, lr, momentum, dampening, nesterov, weight_decay, maximize, potential, names):
     groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-    strided = []
+    others = []
     for i, p in enumerate(params):
-        if p.is_contiguous():
+        if p.is_contiguous() and p.dtype not in _LOW_PRECISION:
             groups.setdefault((p.device, p.dtype), []).append(i)
         else:
-            strided.append(i)
-    if strided:  # chunking needs flat views: non-contiguous weights take the single-tensor path
-        sub_bufs = [bufs[i] for i in strided] if momentum != 0 else []
-        _single_tensor_mirror_descent(
-            [params[i] for i in strided], [grads[i] for i in strided], sub_bufs, lr=lr, momentum=momentum,
-            dampening=dampening, nesterov=nesterov, weight_decay=weight_decay, maximize=maximize,
-            potential=potential, names=[names[i] for i in strided])
-        if momentum != 0:
-            for i, buf in zip(strided, sub_bufs):
-                bufs[i] = buf
+            others.append(i)
+    # chunking needs flat views, and float16/bfloat16 are computed in float32: the single-tensor path
+    _single_tensor_subset(others, params, grads, bufs, lr=lr, momentum=momentum, dampening=dampening,
+                          nesterov=nesterov, weight_decay=weight_decay, maximize=maximize,
+                          potential=potential, names=names)
     need_d = maximize or weight_decay != 0 or nesterov
     n_pot = _scratch_needed(potential)
     for (device, dtype), members in groups.items():
@@ -511,3 +664,53 @@ def _foreach_dual_step(W, D, lr: float, pot: Potential, T, S, check) -> None:
         torch._foreach_sqrt_(W)
         for t, w, s in zip(T, W, S):
             torch.addcmul(t, w, s, value=-1, out=w)
+
+
+def _fused_kind(pot: Potential) -> tuple[int, float]:
+    """The kernel's number for ``pot`` and its parameter (p for p-norms, beta for hypentropy)."""
+    if isinstance(pot, PNorm):
+        special = {2.0: _TWO_NORM, 3.0: _THREE_NORM, 1.5: _ONE_POINT_FIVE_NORM}
+        return special.get(float(pot.p), _P_NORM), float(pot.p)
+    if isinstance(pot, NegativeEntropy):
+        return _NEGATIVE_ENTROPY, 0.0
+    return _HYPENTROPY, float(pot.beta)
+
+
+def _fused_mirror_descent(params, grads, bufs, *, lr, momentum, dampening, nesterov, weight_decay, maximize, potential, names):
+    fused, others = [], []
+    for i, (p, g) in enumerate(zip(params, grads)):  # the kernel needs contiguous tensors, buffers in the state dtype
+        b = bufs[i] if momentum != 0 else None
+        takes = p.is_contiguous() and g.is_contiguous() and (
+            b is None or (b.is_contiguous() and b.dtype == _state_dtype(p) and b.device == p.device))
+        (fused if takes else others).append(i)
+    _single_tensor_subset(others, params, grads, bufs, lr=lr, momentum=momentum, dampening=dampening,
+                          nesterov=nesterov, weight_decay=weight_decay, maximize=maximize,
+                          potential=potential, names=names)
+    fresh = []
+    if momentum != 0:
+        for i in fused:
+            fresh.append(int(bufs[i] is None))
+            if bufs[i] is None:  # zeros: an element that is not written keeps a zero buffer
+                bufs[i] = torch.zeros_like(params[i], dtype=_state_dtype(params[i]))
+    kind, parameter = _fused_kind(potential)
+    weights = [params[i] for i in fused]
+    buffers = [bufs[i] for i in fused] if momentum != 0 else []
+    stopped = _fused_kernel()(weights, [grads[i] for i in fused], buffers, fresh, kind, lr, momentum, dampening,
+                              weight_decay, nesterov, maximize, parameter)
+    torch.autograd.graph.increment_version(weights + buffers)  # the kernel wrote through data pointers
+    if stopped >= 0:
+        i = fused[stopped]
+        buf = bufs[i] if momentum != 0 and not fresh[stopped] else None
+        raise _fused_error(params[i], grads[i], buf, names[i])
+
+
+def _fused_error(w: Tensor, g: Tensor, buf: Tensor | None, name: str) -> FloatingPointError:
+    """The error for a parameter at which the fused step stopped (its bad elements were not written)."""
+    written = ("its finite elements and the parameters before it were updated; its other elements and the "
+               "parameters after it were not")
+    for what, t in (("gradient", g), ("weight", w), ("momentum buffer", buf)):
+        if t is not None and not bool(torch.isfinite(t).all()):
+            return FloatingPointError(f"non-finite {what} (nan or inf) in {name} (shape {tuple(w.shape)}); the step "
+                                      f"stopped at this parameter ({written})")
+    return FloatingPointError(f"the step overflowed in {name} (shape {tuple(w.shape)}): the new weight in {w.dtype} "
+                              f"is not finite; lower the learning rate (the step stopped at this parameter: {written})")
