@@ -78,6 +78,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import sys
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -135,6 +137,9 @@ def _fused_kernel():
     if capability not in _CAPABILITY_FLAGS:
         capability = "DEFAULT"
     flags = ["-O3", "-fopenmp", f"-DCPU_CAPABILITY={capability}", f"-DCPU_CAPABILITY_{capability}"]
+    saved_path = os.environ.get("PATH", "")
+    # the pinned ninja lives beside this interpreter, which need not be on PATH (an unactivated venv)
+    os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + saved_path
     try:
         cpp_extension.load(
             name=f"synaptic_geometry_fused_step_{capability.lower()}",
@@ -153,6 +158,8 @@ def _fused_kernel():
             stacklevel=2,
         )
         return None
+    finally:
+        os.environ["PATH"] = saved_path
 
 
 def fused_available() -> bool:
