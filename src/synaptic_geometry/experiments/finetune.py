@@ -341,10 +341,9 @@ def availability(pretraining: dict) -> tuple[bool, str]:
             return False, (f"needs N = {n} finetuning images but the {pretraining['dataset']} pool has {len(pool)}; "
                            "use a dataset with a larger test split (e.g. mnist from a local root)")
         return True, "own architecture, pretrained here"
-    try:
-        data_mod._torchvision()
-    except ImportError as error:
-        return False, str(error).split(";")[0]
+    buildable, why = models.imagenet_builder(pretraining["arch"])
+    if not buildable:
+        return False, why
     weights = pretraining.get("weights_path")
     if not pretraining.get("download") and not (weights and Path(weights).exists()):
         return False, f"no ImageNet weights file for {pretraining['arch']} (weights_path={weights!r}) and download disabled"
