@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from synaptic_geometry.book.build import main as book_main
-from synaptic_geometry.identify.tool import main as identify_main
+from synaptic_geometry.identify import main as identify_main
 
 COMMANDS = {
     "book": "execute the chapters at a profile and build the HTML book (see `synaptic-geometry book --help`)",

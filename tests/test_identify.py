@@ -1,4 +1,4 @@
-"""Tests for synaptic_geometry.identify.tool: the identify tool on paired measurements (Python and CLI)."""
+"""Tests for synaptic_geometry.identify: the identify tool on paired measurements (Python and CLI)."""
 
 import json
 import subprocess
@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synaptic_geometry.identify import tool as M
+import synaptic_geometry.identify as M
+from synaptic_geometry import CANDIDATE_POTENTIALS
 from synaptic_geometry.experiments.biology import simulate_measurements
 
 CANDIDATES = ("negative_entropy", "2-norm", "3-norm")
@@ -136,7 +137,7 @@ def test_read_pairs_by_id_in_any_order(tmp_path):
     a = pd.DataFrame({"synapse": ids[::-1], "size": after[::-1]})
     b.to_csv(tmp_path / "b.csv", index=False)
     a.to_csv(tmp_path / "a.csv", index=False)
-    data = M.read_measurements(tmp_path / "b.csv", tmp_path / "a.csv", id_column="synapse")
+    data = M.read_measurements(tmp_path / "b.csv", tmp_path / "a.csv", id_columns="synapse")
     np.testing.assert_array_equal(data.after, 2 * data.before)
     assert data.labels[0] == "id s0"
 
@@ -162,7 +163,7 @@ def test_cli_writes_figure_and_tables(tmp_path, capsys):
     assert fig.read_bytes()[:4] == b"\x89PNG"
     written = pd.read_csv(table)
     assert written["candidate"].iloc[0] == "negative_entropy"
-    assert len(written) == len(M.CANDIDATE_POTENTIALS)
+    assert len(written) == len(CANDIDATE_POTENTIALS)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["after.csv", "before.csv", "out.csv", "out.png"]
 
     js = tmp_path / "out.json"
@@ -273,14 +274,14 @@ def test_module_runs_as_script(tmp_path):
     b, a = write_pair(tmp_path, before, after, column="weight")
     fig = tmp_path / "f.png"
     done = subprocess.run(
-        [sys.executable, "-m", "synaptic_geometry.identify.tool", b, a, "--n-boot", "100", "--figure", str(fig)],
+        [sys.executable, "-m", "synaptic_geometry.identify", b, a, "--n-boot", "100", "--figure", str(fig)],
         capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert "best: negative_entropy" in done.stdout
     assert fig.exists()
     failed = subprocess.run(
-        [sys.executable, "-m", "synaptic_geometry.identify.tool", b, str(tmp_path / "missing.csv")],
+        [sys.executable, "-m", "synaptic_geometry.identify", b, str(tmp_path / "missing.csv")],
         capture_output=True, text=True, timeout=120,
     )
     assert failed.returncode == 1
@@ -288,11 +289,30 @@ def test_module_runs_as_script(tmp_path):
 
 
 def test_calibration_counts(tmp_path):
-    result = M.cached_calibration([300], reps=3, n_boot=100, seed=0, root=tmp_path)
+    result = M.stored_calibration([300], reps=3, n_boot=100, seed=0, root=tmp_path)
     assert result["decisive"].shape == (3, 1)
     for key in ("best_correct", "decisive", "decisive_wrong", "best_fraction"):
         assert np.all((result[key] >= 0) & (result[key] <= 1 + 1e-12))
     assert np.all(result["decisive_wrong"] <= result["decisive"] + 1e-12)
     assert result["best_correct"][0, 0] == pytest.approx(1.0)  # negative entropy, 300 synapses
-    again = M.cached_calibration([300], reps=3, n_boot=100, seed=0, root=tmp_path)
+    assert not result.from_store
+    again = M.stored_calibration([300], reps=3, n_boot=100, seed=0, root=tmp_path)
+    assert again.from_store
     np.testing.assert_array_equal(result["decisive"], again["decisive"])
+
+
+def test_figure_shares_match_the_summary():
+    before, after = simulated(300)
+    result = M.identify_measurements(before, after, CANDIDATES, n_boot=100, seed=2)
+    labels = [t.get_text() for t in M.plot_result(result).axes[0].get_yticklabels()]
+    share = f"{100 * result.best_fraction:.1f}%"
+    assert f"{result.best}\n(best in {share})" in labels
+    assert f"lowest Delta-CDF in {share} of resamples" in result.summary()
+
+
+def test_package_reexports_every_module_function():
+    from synaptic_geometry.identify import calibration, cli, counts, outputs, plotting, reading, statistics
+    for module in (calibration, cli, counts, outputs, plotting, reading, statistics):
+        for name in module.__all__:
+            if name not in ("FIGURE_SUFFIXES", "TABLE_SUFFIXES", "check_output", "verdict"):
+                assert getattr(M, name) is getattr(module, name), name
