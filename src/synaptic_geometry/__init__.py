@@ -21,6 +21,7 @@ and the book build in :mod:`synaptic_geometry.book`.
 from synaptic_geometry.gaussianity import (
     change_magnitude,
     delta_cdf,
+    delta_cdf_batch,
     domain_mask,
     dual_change,
     gaussian_floor,
@@ -62,6 +63,7 @@ __all__ = [
     "corrected_delta_cdf",
     "corrected_gaussian_floor",
     "delta_cdf",
+    "delta_cdf_batch",
     "display_name",
     "domain_mask",
     "dual_change",
