@@ -158,10 +158,19 @@ def test_power_analysis_through_store(tmp_path):
     assert first["accuracy"].shape == (2, 2)
     assert list(first["conditions"]) == ["perfect", "noisy"]
     np.testing.assert_allclose(first["accuracy"], first["correct"].mean(axis=1))
-    stored = list((tmp_path / "biology_power").glob("*.npz"))
-    assert len(stored) == 1
+    stored = list((tmp_path / "biology_power_condition").glob("*.npz"))
+    assert len(stored) == 2  # one per condition
     again = B.cached_power_analysis(conditions, [30, 100], reps=4, seed=0, root=tmp_path)
-    np.testing.assert_array_equal(first["correct"], again["correct"])
+    direct = B.power_analysis(conditions, [30, 100], reps=4, seed=0)
+    for key in ("correct", "chosen", "mean_delta_cdf", "kept"):
+        np.testing.assert_array_equal(first[key], again[key])
+        np.testing.assert_array_equal(first[key], direct[key])
+    assert list(again["conditions"]) == ["perfect", "noisy"]
+    # resumable: a lost condition is recomputed alone, the other is loaded
+    stored[0].unlink()
+    third = B.cached_power_analysis(conditions, [30, 100], reps=4, seed=0, root=tmp_path)
+    np.testing.assert_array_equal(first["correct"], third["correct"])
+    assert len(list((tmp_path / "biology_power_condition").glob("*.npz"))) == 2
 
 
 def test_synapses_for_accuracy():

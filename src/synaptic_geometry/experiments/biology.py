@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 from synaptic_geometry.gaussianity import delta_cdf, delta_cdf_batch, dual_change, identify
-from synaptic_geometry.infra.store import cached
+from synaptic_geometry.infra.store import cached, experiment
+from synaptic_geometry.infra.sweep import run_sweep
 from synaptic_geometry.potentials import TRAINED_POTENTIALS, Potential, get_potential
 
 INIT_KINDS = ("lognormal", "two_constant")
@@ -51,6 +52,7 @@ __all__ = [
     "identification_accuracy",
     "power_analysis",
     "sign_keeping_accuracy",
+    "power_condition",
     "cached_power_analysis",
     "synapses_for_accuracy",
     "describe_condition",
@@ -354,12 +356,15 @@ def score_experiments(
     enough = kept >= 3
     b_safe = np.where(rows, before, 1.0)  # values outside a row's mask are never looked at
     a_safe = np.where(rows, after, 1.0)
-    for k, phi in enumerate(candidates):
-        todo = enough & usable[:, k]
-        if not todo.any():
-            continue
-        change = phi.grad(a_safe[todo]) - phi.grad(b_safe[todo])
-        scores[todo, k] = delta_cdf_batch(change, rows[todo])
+    todo = [np.flatnonzero(enough & usable[:, k]) for k in range(len(candidates))]
+    changes = [phi.grad(a_safe[r]) - phi.grad(b_safe[r]) for phi, r in zip(candidates, todo) if r.size]
+    if changes:  # one batch for all candidates: they share the row counts, hence the normal quantiles
+        every = np.concatenate([r for r in todo if r.size])
+        values = delta_cdf_batch(np.concatenate(changes), rows[every])
+        start = 0
+        for k, r in enumerate(todo):
+            scores[r, k] = values[start:start + r.size]
+            start += r.size
     return scores, kept
 
 
@@ -434,6 +439,7 @@ def power_analysis(
 ) -> dict[str, np.ndarray]:
     """:func:`identification_accuracy` for each named condition (a dict of its keyword arguments).
 
+    Condition number k (in order) uses seed ``seed + 1000 * k``.
     Returns arrays ``conditions`` (names), ``n_values``, ``true_potentials``, ``candidates``,
     ``correct`` (condition x truth x n), ``accuracy`` (condition x n: mean over truths, i.e. each
     truth equally likely), ``chosen``, ``mean_delta_cdf`` and ``kept``.
@@ -443,7 +449,11 @@ def power_analysis(
         identification_accuracy(n_values, true_potentials, candidates, reps, seed + 1000 * k, **conditions[name])
         for k, name in enumerate(names)
     ]
-    correct = np.stack([r["correct"] for r in results])
+    return _power_arrays(names, n_values, results, true_potentials, candidates)
+
+
+def _power_arrays(names, n_values, results, true_potentials=TRAINED_POTENTIALS, candidates=TRAINED_POTENTIALS):
+    correct = np.stack([np.asarray(r["correct"]) for r in results])
     return {
         "conditions": np.array(names, dtype=str),
         "n_values": np.asarray(n_values, dtype=np.int64),
@@ -451,10 +461,17 @@ def power_analysis(
         "candidates": np.array([get_potential(c).name for c in candidates], dtype=str),
         "correct": correct,
         "accuracy": correct.mean(axis=1),
-        "chosen": np.stack([r["chosen"] for r in results]),
-        "mean_delta_cdf": np.stack([r["mean_delta_cdf"] for r in results]),
-        "kept": np.stack([r["kept"] for r in results]),
+        "chosen": np.stack([np.asarray(r["chosen"]) for r in results]),
+        "mean_delta_cdf": np.stack([np.asarray(r["mean_delta_cdf"]) for r in results]),
+        "kept": np.stack([np.asarray(r["kept"]) for r in results]),
     }
+
+
+@experiment("biology_power_condition")
+def power_condition(condition: dict, n_values: list, reps: int = 100, seed: int = 0) -> dict[str, np.ndarray]:
+    """One condition of the power analysis, stored: :func:`identification_accuracy` with the
+    trained potentials as truths and candidates."""
+    return identification_accuracy([int(n) for n in n_values], reps=int(reps), seed=int(seed), **condition)
 
 
 def sign_keeping_accuracy(power: Mapping[str, np.ndarray], keeper: str = "negative_entropy") -> np.ndarray:
@@ -477,16 +494,29 @@ def cached_power_analysis(
     reps: int = 100,
     seed: int = 0,
     root=None,
+    executor: str = "serial",
+    workers: int = 1,
+    threads: int | None = 1,
+    cluster: str | None = None,
+    progress: bool = False,
 ) -> dict[str, np.ndarray]:
-    """:func:`power_analysis` through the results store (a rerun with the same inputs loads)."""
+    """:func:`power_analysis` through the results store, one stored job per condition.
 
-    params = {
-        "conditions": {k: dict(v) for k, v in conditions.items()},
-        "n_values": [int(n) for n in n_values],
-        "reps": int(reps),
-        "seed": int(seed),
-    }
-    return cached("biology_power", params, lambda: power_analysis(conditions, n_values, reps, seed), root=root)
+    The conditions run as a sweep (:func:`synaptic_geometry.infra.sweep.run_sweep`: ``executor``
+    ``"serial"``, ``"local"`` with ``workers`` processes, or ``"submitit"`` on ``cluster``), so
+    they run in parallel, an interrupted analysis resumes with the conditions not yet stored, and a
+    rerun with the same inputs loads. The result equals ``power_analysis(conditions, n_values,
+    reps, seed)``.
+    """
+    names = list(conditions)
+    jobs = [{"condition": {k: v for k, v in conditions[name].items()}, "n_values": [int(n) for n in n_values],
+             "reps": int(reps), "seed": int(seed) + 1000 * k} for k, name in enumerate(names)]
+    done = run_sweep(power_condition, jobs, root=root, executor=executor, workers=workers, threads=threads,
+                     cluster=cluster, progress=progress)
+    if not done.ok:
+        raise RuntimeError(done.summary())
+    results = [power_condition(**job, root=root) for job in jobs]  # all from the store now
+    return _power_arrays(names, n_values, results)
 
 
 def describe_condition(overrides: Mapping) -> str:
