@@ -29,6 +29,7 @@ from synaptic_geometry.experiments.spiking import (
     stationary_samples,
     teacher_student,
 )
+from synaptic_geometry.experiments import spiking_protocol as P
 from synaptic_geometry.gaussianity import delta_cdf, domain_mask, identify
 
 # ----------------------------------------------------------------------------------------------
@@ -439,10 +440,33 @@ def identify_changes(weights: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def kept_fraction(weights: np.ndarray) -> dict[str, float]:
+    """Share of the weights that :func:`identify_changes` analyses at each snapshot.
+
+    The candidates include sign-keeping potentials, so a weight that changed sign (or is zero)
+    between the start and the snapshot is left out of every candidate's Delta-CDF.
+    """
+    early, end = _snapshots(weights.shape[1])
+    return {name: float(np.mean(domain_mask(weights[:, 0].ravel(), weights[:, idx].ravel())))
+            for name, idx in (("early (10 % of the run)", early), ("end", end))}
+
+
+def nested_noise_correlation(n_small: int, n_large: int) -> float:
+    """Correlation of two sample means of pure noise, one over the first n_small of n_large samples.
+
+    Cov = var / n_large and the standard deviations are sqrt(var / n_small), sqrt(var / n_large),
+    so the correlation is sqrt(n_small / n_large): nested estimates agree this much with no signal.
+    """
+    if not 0 < n_small <= n_large:
+        raise ValueError(f"need 0 < n_small <= n_large, got {n_small!r}, {n_large!r}")
+    return float(np.sqrt(n_small / n_large))
+
+
 def change_target_correlation(speed: Results, rule: str) -> float:
     """Correlation, pooled over runs, of the total weight change with teacher - initial weights."""
     change = (speed[f"weights_{rule}"][:, -1] - speed["w0"]).ravel()
-    target = (speed["teacher"][None, :] - speed["w0"]).ravel()
+    teacher = np.asarray(speed["teacher"])  # (n,) shared or (runs, n), one teacher per run
+    target = (np.broadcast_to(teacher, speed["w0"].shape) - speed["w0"]).ravel()
     return float(np.corrcoef(change, target)[0, 1])
 
 
@@ -451,8 +475,9 @@ def dual_space_table(speed: Results, x_samples: np.ndarray, neuron: Neuron = Neu
 
     Per rule (Euclidean, Gaussian-metric natural) and snapshot (early, end): the change of
     grad Psi (estimated from ``x_samples``) pooled over synapses, divided by the input rate, and
-    centred within each run for the low-rate group; and the plain weight change pooled and for
-    the low-rate group.
+    centred within each run for the low-rate group; and the plain weight change pooled, for the
+    low-rate group, and for the low-rate group centred the same way (the like-for-like comparison
+    of the centred dual statistic).
     """
     rows = []
     low = speed["rates"] == speed["rates"].min()
@@ -468,5 +493,45 @@ def dual_space_table(speed: Results, x_samples: np.ndarray, neuron: Neuron = Neu
                          "DeltaCDF, Psi dual, 10 Hz group, centred": delta_cdf(
                              (dual - dual.mean(1, keepdims=True))[:, low].ravel(), centered=True),
                          "DeltaCDF, 2-norm (pooled)": delta_cdf(change.ravel()),
-                         "DeltaCDF, 2-norm, 10 Hz group": delta_cdf(change[:, low].ravel())})
+                         "DeltaCDF, 2-norm, 10 Hz group": delta_cdf(change[:, low].ravel()),
+                         "DeltaCDF, 2-norm, 10 Hz group, centred": delta_cdf(
+                             (change - change.mean(1, keepdims=True))[:, low].ravel(), centered=True)})
     return pd.DataFrame(rows).set_index(["rule", "when"])
+
+
+# ----------------------------------------------------------------------------------------------
+# The paper's protocols: jobs and the analysis of their results
+# ----------------------------------------------------------------------------------------------
+
+
+def paper_protocol_jobs(n_trials: int, duration: float, eval_every: float, lr_factors: Sequence[float],
+                        robust_trials: int, approx_trials: int, seed: int) -> dict[str, list[dict]]:
+    """The runs of the chapter's teacher-student experiments, as job dicts of
+    :func:`~synaptic_geometry.experiments.spiking_protocol.teacher_student_run`.
+
+    ``main``: Fig 3F (10/50 Hz, the paper's rates, weights recorded); ``robust``: Fig 9D (each
+    rule at factor x its rate, factor 1 included); ``approx``: Fig 12C-F (the three rules at Table 1's
+    rates for each input-rate pair). Identical jobs are run once (the store keys them).
+    """
+    common = dict(duration=float(duration), eval_every=float(eval_every), seed=int(seed))
+    table = P.TABLE1_RATES
+    main = [dict(rule=rule, low=10.0, high=50.0, eta=table[(10.0, 50.0)][rule], n_trials=int(n_trials),
+                 record_weights=True, **common) for rule in ("euclidean", "natural")]
+    factors = sorted({1.0, *map(float, lr_factors)})
+    robust = [dict(rule=rule, low=10.0, high=50.0, eta=table[(10.0, 50.0)][rule] * f,
+                   n_trials=int(robust_trials), **common) for rule in ("euclidean", "natural") for f in factors]
+    approx = [dict(rule=rule, low=low, high=high, eta=rates[rule], n_trials=int(approx_trials), **common)
+              for (low, high), rates in table.items() for rule in P.PROTOCOL_RULES]
+    return {"main": main, "robust": robust, "approx": approx}
+
+
+def all_jobs(jobs: Mapping[str, list[dict]]) -> list[dict]:
+    """The distinct jobs of :func:`paper_protocol_jobs`, in order."""
+    seen, out = set(), []
+    for group in jobs.values():
+        for job in group:
+            key = tuple(sorted(job.items()))
+            if key not in seen:
+                seen.add(key)
+                out.append(job)
+    return out

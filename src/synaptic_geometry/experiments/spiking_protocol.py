@@ -111,12 +111,16 @@ def test_states(rates, n_trials: int, n_states: int, rng: np.random.Generator,
     if K < 1 or n_states < 1 or n_trials < 1:
         raise ValueError("duration, n_states and n_trials must be positive")
     n = r.size
-    lam = np.broadcast_to(r * K * neuron.dt, (n_trials, n_states, n))
-    counts = rng.poisson(lam)
-    owner = np.repeat(np.arange(counts.size), counts.ravel())
-    lag = rng.integers(0, K, size=owner.size)  # K - 1 - k, uniform like k
-    X = np.bincount(owner, weights=neuron.kernel(lag * neuron.dt), minlength=counts.size)
-    return X.reshape(counts.shape)
+    out = np.empty((n_trials, n_states, n))
+    step = max(1, 20000 // (n_states * n))  # trials per chunk, to bound memory
+    for start in range(0, n_trials, step):
+        part = out[start:start + step]
+        counts = rng.poisson(np.broadcast_to(r * K * neuron.dt, part.shape))
+        owner = np.repeat(np.arange(counts.size), counts.ravel())
+        lag = rng.integers(0, K, size=owner.size)  # K - 1 - k, uniform like k
+        part[...] = np.bincount(owner, weights=neuron.kernel(lag * neuron.dt),
+                                minlength=counts.size).reshape(part.shape)
+    return out
 
 
 def bernoulli_kl(p_target, p) -> np.ndarray:
@@ -476,12 +480,19 @@ def trial_draws(n: int, low: float, high: float, n_trials: int, seed: int, neuro
 @experiment("spiking_paper_teacher_student")
 def teacher_student_run(rule: str, low: float = 10.0, high: float = 50.0, eta: float = 6e-4,
                         n_trials: int = 16, duration: float = 8000.0, eval_every: float = 100.0,
-                        n_inputs: int = 100, seed: int = 0) -> dict[str, np.ndarray]:
-    """One rule of the paper's teacher-student task (Fig 3F, 9D, 12C-F) at the paper's rate ``eta``."""
+                        n_inputs: int = 100, seed: int = 0, record_weights: bool = False) -> dict[str, np.ndarray]:
+    """One rule of the paper's teacher-student task (Fig 3F, 9D, 12C-F) at the paper's rate ``eta``.
+
+    With ``record_weights`` the weights at every evaluation are kept (key ``weights``), with the
+    trials' starts and teachers (``w0``, ``teacher``) and the input ``rates``.
+    """
     rates, w0, teacher, X = trial_draws(n_inputs, low, high, n_trials, seed)
     res = simulate(rule, rates, w0, teacher, package_learning_rate(eta, rule), duration, eval_every,
-                   X, seed)
-    return {k: res[k] for k in ("times", "kl", "rmse", "diverged")}
+                   X, seed, record_weights=record_weights)
+    out = {k: res[k] for k in ("times", "kl", "rmse", "diverged")}
+    if record_weights:
+        out.update(weights=res["weights"], w0=w0, teacher=teacher, rates=rates)
+    return out
 
 
 @experiment("spiking_paper_two_synapses")
