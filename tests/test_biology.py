@@ -5,6 +5,7 @@ import pytest
 
 from synaptic_geometry.experiments import biology as B
 from synaptic_geometry.gaussianity import delta_cdf, dual_change, identify
+from synaptic_geometry.potentials import get_potential
 
 
 def test_initial_weights_lognormal_and_dale_signs():
@@ -308,3 +309,38 @@ def test_noise_tolerance():
     assert B.noise_tolerance(levels, [1.0] * 4, target=1.0) == 0.1
     with pytest.raises(ValueError, match="equal length"):
         B.noise_tolerance(levels, [1.0])
+
+
+@pytest.mark.parametrize("invalid", ["drop_rows", "drop_candidates"])
+@pytest.mark.parametrize("condition", [{}, {"add_noise": 0.3, "detection_quantile": 0.3}, {"mult_noise": 0.1, "inhibitory_fraction": 0.5}])
+def test_score_experiments_equals_one_experiment_at_a_time(condition, invalid):
+    """The batched scores are the scalar Delta-CDFs of each experiment under the documented rules."""
+    phis = [get_potential(c) for c in B.TRAINED_POTENTIALS]
+    before, after, seen = B.simulate_measurement_batch(200, "2-norm", np.random.default_rng(4), 12, **condition)
+    scores, kept = B.score_experiments(before, after, seen, phis, invalid)
+    flips = 0
+    for r in range(12):
+        b, a = before[r][seen[r]], after[r][seen[r]]
+        ok = B.consistent_rows(b, a)
+        flips += not ok.all()
+        usable = [k for k, p in enumerate(phis) if ok.all() or not p.keeps_sign]
+        if invalid == "drop_rows" or len(usable) < 2:
+            b, a, usable = b[ok], a[ok], list(range(len(phis)))
+        assert kept[r] == b.size
+        expected = np.full(len(phis), np.nan)
+        expected[usable] = [delta_cdf(dual_change(b, a, phis[k])) for k in usable]
+        np.testing.assert_allclose(scores[r], expected, rtol=1e-12, atol=0)
+    assert flips > 0 or not condition.get("add_noise")  # the rules were exercised
+
+
+def test_one_experiment_of_the_batch_is_simulate_measurements():
+    b1, a1 = B.simulate_measurements(500, "3-norm", np.random.default_rng(2), add_noise=0.1, detection_quantile=0.2)
+    b2, a2, seen = B.simulate_measurement_batch(500, "3-norm", np.random.default_rng(2), 1, add_noise=0.1, detection_quantile=0.2)
+    np.testing.assert_array_equal(b1, b2[seen])
+    np.testing.assert_array_equal(a1, a2[seen])
+    # experiments of a batch are independent draws with per-experiment change sizes
+    b, a, _ = B.simulate_measurement_batch(500, "negative_entropy", np.random.default_rng(2), 3)
+    assert not np.allclose(b[0], b[1])
+    c = B.change_scale(b, "negative_entropy", 0.3)
+    assert c.shape == (3, 1)
+    np.testing.assert_allclose(c[:, 0], [B.change_scale(row, "negative_entropy", 0.3) for row in b])

@@ -18,6 +18,7 @@ and the book build in :mod:`synaptic_geometry.book`.
 from synaptic_geometry.gaussianity import (
     change_magnitude,
     delta_cdf,
+    delta_cdf_batch,
     domain_mask,
     dual_change,
     gaussian_floor,
@@ -47,6 +48,7 @@ __all__ = [
     "Potential",
     "change_magnitude",
     "delta_cdf",
+    "delta_cdf_batch",
     "display_name",
     "domain_mask",
     "dual_change",

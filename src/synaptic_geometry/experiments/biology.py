@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from synaptic_geometry.gaussianity import delta_cdf, dual_change, identify
+from synaptic_geometry.gaussianity import delta_cdf, delta_cdf_batch, dual_change, identify
 from synaptic_geometry.infra.store import cached
 from synaptic_geometry.potentials import TRAINED_POTENTIALS, Potential, get_potential
 
@@ -43,8 +43,11 @@ __all__ = [
     "cached_learning_runs",
     "log_mixture_fit",
     "change_scale",
+    "BATCH_SYNAPSES",
+    "simulate_measurement_batch",
     "simulate_measurements",
     "consistent_rows",
+    "score_experiments",
     "identification_accuracy",
     "power_analysis",
     "sign_keeping_accuracy",
@@ -234,20 +237,30 @@ def log_mixture_fit(weights, n_components: int, seed: int = 0) -> dict[str, np.n
 
 
 # --------------------------------------------------------------------------- measurement simulation
-def change_scale(w0: np.ndarray, potential: str | Potential, rel_change: float) -> float:
+def change_scale(w0: np.ndarray, potential: str | Potential, rel_change: float) -> float | np.ndarray:
     """Dual-space change size that moves the median synapse by a fraction ``rel_change``.
 
     To first order a dual change ``c * xi`` moves a weight by ``c * xi / phi''(w)``, i.e. by the
     fraction ``c * xi / (|w| phi''(w))``; this returns ``c = rel_change * median(|w| phi''(w))``.
+    For a 2-D ``w0`` (experiments x synapses) one ``c`` per row, as a column (experiments x 1).
     """
     phi = get_potential(potential)
+    w0 = np.asarray(w0)
+    if w0.ndim == 2:
+        return rel_change * np.median(np.abs(w0) * phi.hess_diag(w0), axis=1, keepdims=True)
     return float(rel_change * np.median(np.abs(w0) * phi.hess_diag(w0)))
 
 
-def simulate_measurements(
+# experiments simulated at once by identification_accuracy: about this many synapses per batch
+# (a batch of 50000-synapse experiments holds 40 of them; memory about 40 MB per array)
+BATCH_SYNAPSES = 2_000_000
+
+
+def simulate_measurement_batch(
     n: int,
     true_potential: str | Potential,
     rng: np.random.Generator,
+    experiments: int = 1,
     *,
     init: str = "lognormal",
     sigma: float = 1.0,
@@ -258,37 +271,96 @@ def simulate_measurements(
     mult_noise: float = 0.0,
     add_noise: float = 0.0,
     detection_quantile: float = 0.0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Measured weights of ``n`` synapses before and after learning with ``true_potential``.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Measured weights of ``n`` synapses before and after learning, for several experiments.
 
     Learning: ``grad phi(w1) = grad phi(w0) + c * xi`` with xi standard normal and ``c`` from
-    :func:`change_scale`. Measurement, independently before and after: ``w * exp(mult_noise * e1)
-    + add_noise * e2`` (e1, e2 standard normal; sizes are in units of the median initial weight).
-    With ``detection_quantile = q > 0`` a synapse is observed only if both its measured sizes
-    exceed the q-quantile of the true initial sizes, so fewer than ``n`` rows may come back.
+    :func:`change_scale` (per experiment). Measurement, independently before and after: ``w *
+    exp(mult_noise * e1) + add_noise * e2`` (e1, e2 standard normal; sizes are in units of the
+    median initial weight). With ``detection_quantile = q > 0`` a synapse is observed only if both
+    its measured sizes exceed the q-quantile of that experiment's true initial sizes.
+
+    Returns ``before``, ``after`` (experiments x n) and ``seen`` (experiments x n, boolean: the
+    synapses observed). The draws are made for all experiments at once, in the order initial
+    weights, learning, noise before, noise after; one experiment draws exactly what
+    :func:`simulate_measurements` draws.
     """
     phi = get_potential(true_potential)
-    w0 = initial_weights(n, rng, init, sigma, ratio, large_fraction, inhibitory_fraction)
+    n, experiments = _positive_int(n, "n"), _positive_int(experiments, "experiments")
+    shape = (experiments, n)
+    w0 = initial_weights(experiments * n, rng, init, sigma, ratio, large_fraction, inhibitory_fraction).reshape(shape)
     c = change_scale(w0, phi, rel_change)
-    w1 = phi.inv_grad(phi.grad(w0) + c * rng.standard_normal(w0.size), sign=np.sign(w0))
+    w1 = phi.inv_grad(phi.grad(w0) + c * rng.standard_normal(shape), sign=np.sign(w0))
 
     def measure(w):
-        noisy = w * np.exp(mult_noise * rng.standard_normal(w.size)) if mult_noise else w.copy()
+        noisy = w * np.exp(mult_noise * rng.standard_normal(shape)) if mult_noise else w.copy()
         if add_noise:
-            noisy = noisy + add_noise * rng.standard_normal(w.size)
+            noisy += add_noise * rng.standard_normal(shape)
         return noisy
 
     before, after = measure(w0), measure(w1)
     if detection_quantile > 0:
-        threshold = np.quantile(np.abs(w0), detection_quantile)
+        threshold = np.quantile(np.abs(w0), detection_quantile, axis=1, keepdims=True)
         seen = (np.abs(before) > threshold) & (np.abs(after) > threshold)
-        before, after = before[seen], after[seen]
-    return before, after
+    else:
+        seen = np.ones(shape, dtype=bool)
+    return before, after, seen
+
+
+def simulate_measurements(
+    n: int,
+    true_potential: str | Potential,
+    rng: np.random.Generator,
+    **condition,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Measured weights of ``n`` synapses before and after learning with ``true_potential``: one
+    experiment of :func:`simulate_measurement_batch` (same keyword arguments), keeping only the
+    synapses observed, so fewer than ``n`` may come back under a detection limit."""
+    before, after, seen = simulate_measurement_batch(n, true_potential, rng, 1, **condition)
+    return before[seen], after[seen]
 
 
 def consistent_rows(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """Mask of rows usable by sign-keeping candidates: non-zero and the same sign before and after."""
     return (before != 0) & (after != 0) & (np.sign(before) == np.sign(after))
+
+
+def score_experiments(
+    before: np.ndarray,
+    after: np.ndarray,
+    seen: np.ndarray,
+    candidates: Sequence[Potential],
+    invalid: str = "drop_rows",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Delta-CDF of every candidate in every experiment (rows of ``before``/``after``/``seen``).
+
+    Synapses that are zero or change sign cannot be analysed by a sign-keeping candidate; as in
+    the ``identify`` tool, ``invalid="drop_rows"`` drops them for all candidates and
+    ``"drop_candidates"`` drops the sign-keeping candidates from experiments that have any (unless
+    fewer than two candidates would remain: then the synapses are dropped). Returns ``scores``
+    (experiments x candidates; nan where a candidate was not scored, and in whole rows of
+    experiments with fewer than 3 synapses left) and ``kept`` (synapses analysed per experiment).
+    """
+    consistent = seen & consistent_rows(before, after)
+    clean = (consistent == seen).all(axis=1)
+    keepers = np.array([p.keeps_sign for p in candidates])
+    if invalid == "drop_rows" or np.count_nonzero(~keepers) < 2:
+        rows, usable = consistent, np.ones((len(before), len(candidates)), dtype=bool)
+    else:  # an experiment with an inconsistent synapse keeps it and loses its sign-keeping candidates
+        rows = seen
+        usable = clean[:, None] | ~keepers[None, :]
+    kept = rows.sum(axis=1)
+    scores = np.full((len(before), len(candidates)), np.nan)
+    enough = kept >= 3
+    b_safe = np.where(rows, before, 1.0)  # values outside a row's mask are never looked at
+    a_safe = np.where(rows, after, 1.0)
+    for k, phi in enumerate(candidates):
+        todo = enough & usable[:, k]
+        if not todo.any():
+            continue
+        change = phi.grad(a_safe[todo]) - phi.grad(b_safe[todo])
+        scores[todo, k] = delta_cdf_batch(change, rows[todo])
+    return scores, kept
 
 
 def identification_accuracy(
@@ -304,11 +376,11 @@ def identification_accuracy(
     """Fraction of simulated experiments whose lowest Delta-CDF is the true potential.
 
     For each true potential and synapse count ``n`` (synapses that learn), ``reps`` experiments are
-    simulated with :func:`simulate_measurements` (keyword arguments ``condition``); a random
-    fraction ``n_observed_fraction`` of the synapses is observed. Synapses that are zero or change
-    sign after measurement cannot be analysed by a sign-keeping candidate; as in the ``identify``
-    tool, ``invalid="drop_rows"`` drops them for all candidates and ``"drop_candidates"`` drops
-    the sign-keeping candidates from experiments that have any.
+    simulated with :func:`simulate_measurement_batch` (keyword arguments ``condition``), in batches
+    of about ``BATCH_SYNAPSES`` synapses (the batch size depends on ``n`` only, so results do not
+    depend on the machine); a random fraction ``n_observed_fraction`` of the synapses is observed.
+    Each experiment is scored by :func:`score_experiments` (``invalid`` as there); an experiment
+    with fewer than 3 synapses left counts as a failure.
     Returns ``correct`` (truth x n), ``chosen`` (truth x n x candidate: share of experiments that
     picked each candidate), ``mean_delta_cdf`` (truth x n x candidate; over experiments that
     scored the candidate), ``kept`` (truth x n: mean number of rows analysed).
@@ -323,6 +395,7 @@ def identification_accuracy(
     missing = [t for t in truths if t not in names]
     if missing:
         raise ValueError(f"true potentials {missing} are not among the candidates {names}")
+    reps = _positive_int(reps, "reps")
     correct = np.zeros((len(truths), len(n_values)))
     chosen = np.zeros((len(truths), len(n_values), len(names)))
     delta_sum = np.zeros((len(truths), len(n_values), len(names)))
@@ -332,26 +405,20 @@ def identification_accuracy(
     for i, truth in enumerate(truths):
         for j, n in enumerate(n_values):
             rng = np.random.default_rng(root.spawn(1)[0])
-            hits = 0
-            for _ in range(reps):
-                before, after = simulate_measurements(int(n), truth, rng, **condition)
+            batch = max(1, min(reps, BATCH_SYNAPSES // int(n)))
+            for start in range(0, reps, batch):
+                size = min(batch, reps - start)
+                before, after, seen = simulate_measurement_batch(int(n), truth, rng, size, **condition)
                 if n_observed_fraction < 1:
-                    seen = rng.random(before.size) < n_observed_fraction
-                    before, after = before[seen], after[seen]
-                rows = consistent_rows(before, after)
-                usable = [k for k, p in enumerate(phis) if rows.all() or not p.keeps_sign]
-                if invalid == "drop_rows" or len(usable) < 2:
-                    before, after, usable = before[rows], after[rows], list(range(len(phis)))
-                kept[i, j] += before.size / reps
-                if before.size < 3:
-                    continue  # nothing to analyse: counts as a failure
-                scores = np.array([delta_cdf(dual_change(before, after, phis[k])) for k in usable])
-                delta_sum[i, j, usable] += scores
-                scored[i, j, usable] += 1
-                pick = usable[int(np.argmin(scores))]
-                chosen[i, j, pick] += 1 / reps
-                hits += names[pick] == truth
-            correct[i, j] = hits / reps
+                    seen &= rng.random(seen.shape) < n_observed_fraction
+                scores, rows = score_experiments(before, after, seen, phis, invalid)
+                kept[i, j] += rows.sum() / reps
+                done = ~np.isnan(scores).all(axis=1)
+                delta_sum[i, j] += np.nansum(scores, axis=0)
+                scored[i, j] += (~np.isnan(scores)).sum(axis=0)
+                picks = np.nanargmin(scores[done], axis=1) if done.any() else np.zeros(0, dtype=int)
+                chosen[i, j] += np.bincount(picks, minlength=len(names)) / reps
+                correct[i, j] += np.count_nonzero(np.array(names)[picks] == truth) / reps
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_delta = delta_sum / scored
     return {"correct": correct, "chosen": chosen, "mean_delta_cdf": mean_delta, "kept": kept}

@@ -8,6 +8,7 @@ how decisively it wins.
 
 Modules: :mod:`~synaptic_geometry.identify.reading` (paired CSV files),
 :mod:`~synaptic_geometry.identify.statistics` (the test and its verdict),
+:mod:`~synaptic_geometry.identify.counts` (the test on synapse counts),
 :mod:`~synaptic_geometry.identify.calibration` (the verdict on simulated experiments),
 :mod:`~synaptic_geometry.identify.plotting` and :mod:`~synaptic_geometry.identify.outputs`
 (figure and files), :mod:`~synaptic_geometry.identify.cli` (the command).
@@ -23,6 +24,8 @@ Command line (``synaptic-geometry identify`` or ``python -m synaptic_geometry.id
 
     synaptic-geometry identify BEFORE.csv AFTER.csv --column size --id-column synapse \\
         --figure identify.png --table identify.csv
+    synaptic-geometry identify BEFORE.csv AFTER.csv --counts --id-columns pre,post --column synapses \\
+        --control BEFORE2.csv AFTER2.csv --calibrate
 
 Bad input raises :class:`MeasurementError` (the command prints it and exits with status 1) and
 nothing is written. Outputs are written only after every step succeeded, each under a temporary
@@ -31,28 +34,37 @@ name and then renamed.
 
 from synaptic_geometry.identify.calibration import calibrate, stored_calibration
 from synaptic_geometry.identify.cli import build_parser, main
+from synaptic_geometry.identify.counts import DEQUANTISATIONS, CountResult, calibrate_counts, identify_counts
 from synaptic_geometry.identify.errors import MeasurementError
 from synaptic_geometry.identify.outputs import write_outputs
 from synaptic_geometry.identify.plotting import plot_result
-from synaptic_geometry.identify.reading import Measurements, read_measurements
+from synaptic_geometry.identify.reading import Measurements, parse_where, read_counts, read_measurements
 from synaptic_geometry.identify.statistics import (
     INVALID_POLICIES,
     MIN_SYNAPSES,
+    N_FLOOR,
     IdentifyResult,
     identify_measurements,
 )
 
 __all__ = [
+    "DEQUANTISATIONS",
     "INVALID_POLICIES",
     "MIN_SYNAPSES",
+    "N_FLOOR",
+    "CountResult",
     "IdentifyResult",
     "MeasurementError",
     "Measurements",
     "build_parser",
     "calibrate",
+    "calibrate_counts",
+    "identify_counts",
     "identify_measurements",
     "main",
+    "parse_where",
     "plot_result",
+    "read_counts",
     "read_measurements",
     "stored_calibration",
     "write_outputs",

@@ -12,7 +12,8 @@ __all__ = ["plot_result"]
 
 
 def plot_result(result: IdentifyResult) -> Figure:
-    """A figure: Delta-CDF per candidate with intervals, and the best two changes against N(0, 1).
+    """A figure: Delta-CDF per candidate with intervals and the Gaussian floor, and the best two
+    changes against N(0, 1).
 
     The share of resamples each candidate won is printed with one decimal, as in
     :meth:`IdentifyResult.summary`, so that the figure and the printed verdict agree.
@@ -22,6 +23,9 @@ def plot_result(result: IdentifyResult) -> Figure:
     table = result.table
     y = np.arange(len(table))[::-1]
     colors = ["tab:green" if c == result.best else "tab:gray" for c in table["candidate"]]
+    if np.isfinite(result.floor[1]):
+        ax_bar.axvspan(result.floor[0], result.floor[1], color="0.85", zorder=0,
+                       label=f"Gaussian floor (median to {100 * result.confidence:g}%)")
     # the bootstrap interval need not contain the estimate (see identify_measurements): draw both
     ax_bar.hlines(y, table["ci_low"], table["ci_high"], color="black", lw=2, label="bootstrap interval")
     ax_bar.scatter(table["delta_cdf"], y, c=colors, zorder=3, s=40, label="Delta-CDF of the data")
@@ -29,7 +33,8 @@ def plot_result(result: IdentifyResult) -> Figure:
     statistic = "centred " if result.centered else ""
     ax_bar.set_xlabel(f"{statistic}Delta-CDF (lower = more Gaussian), {100 * result.confidence:g}% bootstrap interval")
     ax_bar.set_xlim(left=0)
-    ax_bar.set_title(f"{result.n_synapses} synapses: best {result.best}" + ("" if result.decisive else " (not decisive)"))
+    ax_bar.legend(loc="lower right", fontsize=8)
+    ax_bar.set_title(f"{result.n_synapses} {result.unit}: best {result.best}" + ("" if result.decisive else " (not decisive)"))
     grid = np.linspace(-4, 4, 400)
     ax_cdf.plot(grid, norm.cdf(grid), color="black", lw=2, label="N(0, 1)")
     for name, color in ((result.best, "tab:green"), (result.runner_up, "tab:orange")):

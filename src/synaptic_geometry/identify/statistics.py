@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from synaptic_geometry.gaussianity import delta_cdf, domain_mask, dual_change
+from synaptic_geometry.gaussianity import delta_cdf, domain_mask, dual_change, gaussian_floor
 from synaptic_geometry.identify.errors import MeasurementError, show
 from synaptic_geometry.potentials import CANDIDATE_POTENTIALS, Potential, get_potential
 
-__all__ = ["INVALID_POLICIES", "MIN_SYNAPSES", "IdentifyResult", "identify_measurements"]
+__all__ = ["INVALID_POLICIES", "MIN_SYNAPSES", "N_FLOOR", "IdentifyResult", "identify_measurements", "verdict"]
 
 INVALID_POLICIES = ("error", "drop_rows", "drop_candidates")
 
@@ -22,6 +22,9 @@ INVALID_POLICIES = ("error", "drop_rows", "drop_candidates")
 #: mean little. Twenty is a floor for the arithmetic, not a recommendation: the power analysis in
 #: the book's biology chapter shows how many synapses a decisive answer needs.
 MIN_SYNAPSES = 20
+
+#: Exact Gaussian samples of the data's size whose Delta-CDF makes the floor printed beside the scores.
+N_FLOOR = 200
 
 
 @dataclass
@@ -43,14 +46,19 @@ class IdentifyResult:
     dropped_rows: list[str] = field(default_factory=list)
     dropped_candidates: list[str] = field(default_factory=list)
     centered: bool = False
+    floor: tuple[float, float] = (float("nan"), float("nan"))  # Gaussian floor: median, quantile at confidence
+    n_floor: int = 0
+    unit: str = "synapses"
 
     def summary(self) -> str:
         """A few lines of text for people: the table and the verdict."""
         level = f"{100 * self.confidence:g}%"
         statistic = "centred" if self.centered else "uncentred"
         lines = [
-            f"{self.n_synapses} synapses, {self.n_boot} bootstrap resamples, {level} intervals, {statistic} Delta-CDF",
+            f"{self.n_synapses} {self.unit}, {self.n_boot} bootstrap resamples, {level} intervals, {statistic} Delta-CDF",
             self.table.to_string(index=False, float_format=lambda x: f"{x:.4f}"),
+            f"Gaussian floor ({self.n_floor} exact Gaussian samples of {self.n_synapses}, {statistic}): median "
+            f"{self.floor[0]:.4f}, {level} below {self.floor[1]:.4f}",
             f"best: {self.best} (lowest Delta-CDF in {100 * self.best_fraction:.1f}% of resamples); "
             f"margin to {self.runner_up}: {self.margin:.4f} [{self.margin_ci[0]:.4f}, {self.margin_ci[1]:.4f}]",
             "verdict: " + ("decisive" if self.decisive else
@@ -77,6 +85,9 @@ class IdentifyResult:
             "confidence": self.confidence,
             "seed": self.seed,
             "centered": self.centered,
+            "floor_median": self.floor[0],
+            "floor_high": self.floor[1],
+            "n_floor": self.n_floor,
             "dropped_rows": self.dropped_rows,
             "dropped_candidates": self.dropped_candidates,
         }
@@ -240,20 +251,32 @@ def identify_measurements(
         for k, name in enumerate(names):
             resampled = changes[name][idx]
             boot[b, k] = delta_cdf(resampled, centered=centered) if np.std(resampled) > 0 else np.inf
+    found = verdict(full, boot, names, confidence)
+    floor = gaussian_floor(n, N_FLOOR, seed, centered)
+    return IdentifyResult(
+        **found, n_synapses=n, n_boot=n_boot, confidence=float(confidence), seed=int(seed),
+        changes={name: changes[name] for name in names},
+        dropped_rows=dropped_rows, dropped_candidates=dropped_candidates, centered=bool(centered),
+        floor=(float(np.median(floor)), float(np.quantile(floor, confidence))), n_floor=N_FLOOR,
+    )
+
+
+def verdict(full: np.ndarray, boot: np.ndarray, names: Sequence[str], confidence: float) -> dict:
+    """The table and verdict from the data's Delta-CDFs ``full`` (one per candidate) and paired
+    bootstrap Delta-CDFs ``boot`` (resamples x candidates).
+
+    Returns the fields ``table`` (sorted best first), ``best``, ``runner_up``, ``best_fraction``,
+    ``margin``, ``margin_ci`` and ``decisive`` of :class:`IdentifyResult`.
+    """
     alpha = (1 - confidence) / 2
     low, high = np.quantile(boot, [alpha, 1 - alpha], axis=0)
-    wins = np.bincount(np.argmin(boot, axis=1), minlength=len(names)) / n_boot
+    wins = np.bincount(np.argmin(boot, axis=1), minlength=len(names)) / len(boot)
     order = np.argsort(full, kind="stable")
     best, second = int(order[0]), int(order[1])
     margin_ci = tuple(float(q) for q in np.quantile(boot[:, second] - boot[:, best], [alpha, 1 - alpha]))
     table = pd.DataFrame(
-        {"candidate": names, "delta_cdf": full, "ci_low": low, "ci_high": high, "best_fraction": wins}
+        {"candidate": list(names), "delta_cdf": full, "ci_low": low, "ci_high": high, "best_fraction": wins}
     ).iloc[order].reset_index(drop=True)
-    return IdentifyResult(
-        table=table, best=names[best], runner_up=names[second], best_fraction=float(wins[best]),
-        margin=float(full[second] - full[best]), margin_ci=margin_ci,
-        decisive=bool(margin_ci[0] > 0 and wins[best] >= confidence),
-        n_synapses=n, n_boot=n_boot, confidence=float(confidence), seed=int(seed),
-        changes={name: changes[name] for name in names},
-        dropped_rows=dropped_rows, dropped_candidates=dropped_candidates, centered=bool(centered),
-    )
+    return {"table": table, "best": names[best], "runner_up": names[second], "best_fraction": float(wins[best]),
+            "margin": float(full[second] - full[best]), "margin_ci": margin_ci,
+            "decisive": bool(margin_ci[0] > 0 and wins[best] >= confidence)}
