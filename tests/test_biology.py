@@ -5,6 +5,7 @@ import pytest
 
 from synaptic_geometry.experiments import biology as B
 from synaptic_geometry.gaussianity import delta_cdf, dual_change, identify
+from synaptic_geometry.potentials import get_potential
 
 
 def test_initial_weights_lognormal_and_dale_signs():
@@ -157,10 +158,19 @@ def test_power_analysis_through_store(tmp_path):
     assert first["accuracy"].shape == (2, 2)
     assert list(first["conditions"]) == ["perfect", "noisy"]
     np.testing.assert_allclose(first["accuracy"], first["correct"].mean(axis=1))
-    stored = list((tmp_path / "biology_power").glob("*.npz"))
-    assert len(stored) == 1
+    stored = list((tmp_path / "biology_power_condition").glob("*.npz"))
+    assert len(stored) == 2  # one per condition
     again = B.cached_power_analysis(conditions, [30, 100], reps=4, seed=0, root=tmp_path)
-    np.testing.assert_array_equal(first["correct"], again["correct"])
+    direct = B.power_analysis(conditions, [30, 100], reps=4, seed=0)
+    for key in ("correct", "chosen", "mean_delta_cdf", "kept"):
+        np.testing.assert_array_equal(first[key], again[key])
+        np.testing.assert_array_equal(first[key], direct[key])
+    assert list(again["conditions"]) == ["perfect", "noisy"]
+    # resumable: a lost condition is recomputed alone, the other is loaded
+    stored[0].unlink()
+    third = B.cached_power_analysis(conditions, [30, 100], reps=4, seed=0, root=tmp_path)
+    np.testing.assert_array_equal(first["correct"], third["correct"])
+    assert len(list((tmp_path / "biology_power_condition").glob("*.npz"))) == 2
 
 
 def test_synapses_for_accuracy():
@@ -366,3 +376,38 @@ def test_noise_sweep_conditions_curves_and_tolerance():
     assert table.set_index("kind").loc["mult_noise", "accuracy"] == 0.01
     assert table.set_index("kind").loc["add_noise", "accuracy"] == 0.1
     assert list(table.noise) == ["multiplicative", "additive"]
+
+
+@pytest.mark.parametrize("invalid", ["drop_rows", "drop_candidates"])
+@pytest.mark.parametrize("condition", [{}, {"add_noise": 0.3, "detection_quantile": 0.3}, {"mult_noise": 0.1, "inhibitory_fraction": 0.5}])
+def test_score_experiments_equals_one_experiment_at_a_time(condition, invalid):
+    """The batched scores are the scalar Delta-CDFs of each experiment under the documented rules."""
+    phis = [get_potential(c) for c in B.TRAINED_POTENTIALS]
+    before, after, seen = B.simulate_measurement_batch(200, "2-norm", np.random.default_rng(4), 12, **condition)
+    scores, kept = B.score_experiments(before, after, seen, phis, invalid)
+    flips = 0
+    for r in range(12):
+        b, a = before[r][seen[r]], after[r][seen[r]]
+        ok = B.consistent_rows(b, a)
+        flips += not ok.all()
+        usable = [k for k, p in enumerate(phis) if ok.all() or not p.keeps_sign]
+        if invalid == "drop_rows" or len(usable) < 2:
+            b, a, usable = b[ok], a[ok], list(range(len(phis)))
+        assert kept[r] == b.size
+        expected = np.full(len(phis), np.nan)
+        expected[usable] = [delta_cdf(dual_change(b, a, phis[k])) for k in usable]
+        np.testing.assert_allclose(scores[r], expected, rtol=1e-12, atol=0)
+    assert flips > 0 or not condition.get("add_noise")  # the rules were exercised
+
+
+def test_one_experiment_of_the_batch_is_simulate_measurements():
+    b1, a1 = B.simulate_measurements(500, "3-norm", np.random.default_rng(2), add_noise=0.1, detection_quantile=0.2)
+    b2, a2, seen = B.simulate_measurement_batch(500, "3-norm", np.random.default_rng(2), 1, add_noise=0.1, detection_quantile=0.2)
+    np.testing.assert_array_equal(b1, b2[seen])
+    np.testing.assert_array_equal(a1, a2[seen])
+    # experiments of a batch are independent draws with per-experiment change sizes
+    b, a, _ = B.simulate_measurement_batch(500, "negative_entropy", np.random.default_rng(2), 3)
+    assert not np.allclose(b[0], b[1])
+    c = B.change_scale(b, "negative_entropy", 0.3)
+    assert c.shape == (3, 1)
+    np.testing.assert_allclose(c[:, 0], [B.change_scale(row, "negative_entropy", 0.3) for row in b])
