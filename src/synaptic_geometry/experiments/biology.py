@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 
 from synaptic_geometry.gaussianity import delta_cdf, delta_cdf_batch, dual_change, identify
 from synaptic_geometry.infra.store import cached, experiment
@@ -62,6 +63,15 @@ __all__ = [
     "identification_table",
     "synapses_needed_table",
     "noise_tolerance",
+    "skewness_se",
+    "skewness_check",
+    "count_words",
+    "needed_words_table",
+    "confusion_table",
+    "NOISE_KINDS",
+    "noise_sweep_conditions",
+    "sweep_curves",
+    "tolerance_table",
 ]
 
 
@@ -587,12 +597,12 @@ def sign_change_table(runs: Mapping[str, np.ndarray]) -> pd.DataFrame:
 def log_shape_table(runs: Mapping[str, np.ndarray], seed: int = 0) -> pd.DataFrame:
     """Per start and rule of :func:`learning_runs`: the shape of log|w| after learning.
 
-    Synapses that changed sign are left out. Columns: start, rule, skewness of log|w| after,
+    Synapses that changed sign are left out (their log-magnitude would mix the two signs).
+    Columns: start, rule, synapses drawn, left out (sign changed), skewness of log|w| after and
+    its standard error for a Gaussian sample of that size (:func:`skewness_se`),
     BIC(2 log-normals) - BIC(1) (negative: two components fit better), and the log-spread of
     each component of the :data:`LOG_COMPONENTS` fit for the start (a tuple of floats).
     """
-    from scipy import stats
-
     rows = []
     for i, init in enumerate(runs["inits"]):
         w0 = runs["w_before"][i]
@@ -601,8 +611,10 @@ def log_shape_table(runs: Mapping[str, np.ndarray], seed: int = 0) -> pd.DataFra
             kept = w1[~sign_flips(w0, w1)]
             fits = {k: log_mixture_fit(kept, k, seed) for k in (1, 2)}
             rows.append({
-                "start": str(init), "rule": str(pot),
-                "skewness of log|w| after": float(stats.skew(np.log(np.abs(kept)))),
+                "start": str(init), "rule": str(pot), "synapses drawn": int(kept.size),
+                "left out (sign changed)": int(w1.size - kept.size),
+                "skewness of log|w| after": float(scipy.stats.skew(np.log(np.abs(kept)))),
+                "skewness standard error": skewness_se(kept.size),
                 "BIC(2 log-normals) - BIC(1)": fits[2]["bic"] - fits[1]["bic"],
                 "log-spread per component": tuple(float(s) for s in fits[LOG_COMPONENTS[str(init)]]["stds"]),
             })
@@ -613,8 +625,10 @@ def identification_table(runs: Mapping[str, np.ndarray],
                          candidates: Sequence[str] = TRAINED_POTENTIALS) -> pd.DataFrame:
     """Per start and rule of :func:`learning_runs`: the identified potential and each candidate's Delta-CDF.
 
-    Synapses that changed sign are left out (negative entropy cannot analyse them). Columns:
-    start, trained with, identified, ``Delta-CDF <candidate>`` (ordered as ranked in the first row).
+    Synapses that changed sign are left out for every candidate (negative entropy cannot
+    analyse them), as the ``identify`` tool's ``--drop-rows`` does; ``left out`` counts them.
+    Columns: start, trained with, analysed, left out, identified, ``Delta-CDF <candidate>``
+    (ordered as ranked in the first row).
     """
     rows = []
     for i, init in enumerate(runs["inits"]):
@@ -623,7 +637,8 @@ def identification_table(runs: Mapping[str, np.ndarray],
             w1 = runs["w_after"][i, j]
             keep = ~sign_flips(w0, w1)
             table = identify(w0[keep], w1[keep], candidates=list(candidates))
-            rows.append({"start": str(init), "trained with": str(pot), "identified": table["candidate"].iloc[0],
+            rows.append({"start": str(init), "trained with": str(pot), "analysed": int(keep.sum()),
+                         "left out": int((~keep).sum()), "identified": table["candidate"].iloc[0],
                          **{f"Delta-CDF {c}": d for c, d in zip(table["candidate"], table["delta_cdf"])}})
     return pd.DataFrame(rows)
 
@@ -662,3 +677,94 @@ def noise_tolerance(levels: Sequence[float], shares: Sequence[float], target: fl
             break
         tolerance = float(levels[k])
     return tolerance
+
+
+def skewness_se(n: int) -> float:
+    """Standard error of the sample skewness of ``n`` Gaussian values, ``sqrt(6 / n)`` to leading order."""
+    if n < 3:
+        raise ValueError(f"a skewness needs at least 3 values, got {n}")
+    return float(np.sqrt(6.0 / n))
+
+
+def skewness_check(runs: Mapping[str, np.ndarray], init: str = "lognormal",
+                   potential: str = "negative_entropy") -> dict[str, float]:
+    """What makes log|w| skewed after exponentiated gradient from a log-normal start.
+
+    If the change of log|w| is Gaussian and independent of the start (the assumption of the
+    chapter's proposition on shapes), the skewness after is the start's, diluted. Returns
+    the skewness of log|w| ``before`` and ``after``, their standard error ``se``
+    (:func:`skewness_se`), the skewness of the change of log|w| (``change_skew``) and its
+    correlation with log|w| before (``correlation``, with standard error ``correlation_se``
+    ``1 / sqrt(n)``), on synapses that kept their sign.
+    """
+    i, j = list(runs["inits"]).index(init), list(runs["potentials"]).index(potential)
+    w0, w1 = runs["w_before"][i], runs["w_after"][i, j]
+    keep = ~sign_flips(w0, w1)
+    log0, log1 = np.log(np.abs(w0[keep])), np.log(np.abs(w1[keep]))
+    change = log1 - log0
+    return {"before": float(scipy.stats.skew(log0)), "after": float(scipy.stats.skew(log1)),
+            "se": skewness_se(int(keep.sum())), "change_skew": float(scipy.stats.skew(change)),
+            "correlation": float(np.corrcoef(change, log0)[0, 1]), "correlation_se": float(1 / np.sqrt(keep.sum()))}
+
+
+def count_words(n: float, n_values: Sequence[int]) -> str:
+    """A synapse count from :func:`synapses_for_accuracy` in words: "about 130", "30 or fewer"
+    (reached at the smallest count tried) or "not reached by 10,000" (``nan``)."""
+    if not np.isfinite(n):
+        return f"not reached by {int(n_values[-1]):,}"
+    return f"{int(n_values[0]):,} or fewer" if n <= n_values[0] else f"about {n:,.0f}"
+
+
+def needed_words_table(power: Mapping[str, np.ndarray], conditions: Mapping[str, Mapping],
+                       target: float = 0.95) -> pd.DataFrame:
+    """:func:`synapses_needed_table` in words (:func:`count_words`), with a ``condition`` column
+    describing each condition (:func:`describe_condition` of ``conditions[name]``) and ``name``."""
+    needed = synapses_needed_table(power, target)
+    words = needed.map(lambda n: count_words(n, power["n_values"]))
+    words.insert(0, "condition", [describe_condition(conditions[name]) for name in needed.index])
+    words.insert(0, "name", list(needed.index))
+    return words.reset_index(drop=True)
+
+
+def confusion_table(power: Mapping[str, np.ndarray], conditions: Mapping[str, Mapping]) -> pd.DataFrame:
+    """Where the answers go at the largest synapse count: one row per condition and true
+    potential, one column ``picked <candidate>`` per candidate (share of experiments)."""
+    rows = []
+    for c, name in enumerate(power["conditions"]):
+        for t, truth in enumerate(power["true_potentials"]):
+            rows.append({"condition": describe_condition(conditions[str(name)]), "true": str(truth),
+                         **{f"picked {k}": float(power["chosen"][c, t, -1, j]) for j, k in enumerate(power["candidates"])}})
+    return pd.DataFrame(rows)
+
+
+NOISE_KINDS = {"mult_noise": "multiplicative", "add_noise": "additive"}
+"""The measurement noises of the tolerance sweep, and their names in words."""
+
+
+def noise_sweep_conditions(baseline: Mapping, levels: Sequence[float]) -> dict[str, dict]:
+    """Conditions of the tolerance sweep: each kind of :data:`NOISE_KINDS` at each level, on ``baseline``."""
+    return {f"{kind}={level:g}": {**baseline, kind: float(level)} for kind in NOISE_KINDS for level in levels}
+
+
+def sweep_curves(sweep: Mapping[str, np.ndarray], conditions: Mapping[str, Mapping], kind: str) -> dict[str, np.ndarray]:
+    """The curves of one noise kind in a sweep at one synapse count: ``levels``, ``accuracy``,
+    ``sign`` (sign-keeping accuracy) and ``correct`` (true potentials x levels)."""
+    names = list(sweep["conditions"])
+    picks = [k for k, name in enumerate(names) if name.startswith(f"{kind}=")]
+    return {"levels": np.array([conditions[names[k]][kind] for k in picks]),
+            "accuracy": sweep["accuracy"][picks, 0], "sign": sign_keeping_accuracy(sweep)[picks, 0],
+            "correct": sweep["correct"][picks, :, 0].T}
+
+
+def tolerance_table(sweep: Mapping[str, np.ndarray], conditions: Mapping[str, Mapping],
+                    target: float = 0.95) -> pd.DataFrame:
+    """Largest noise level, with every smaller level tried, at which each share reaches ``target``
+    (:func:`noise_tolerance`): one row per noise kind, columns ``accuracy`` and ``sign`` (NaN:
+    not even the smallest level)."""
+    rows = []
+    for kind, word in NOISE_KINDS.items():
+        curves = sweep_curves(sweep, conditions, kind)
+        rows.append({"noise": word, "kind": kind,
+                     "accuracy": noise_tolerance(curves["levels"], curves["accuracy"], target),
+                     "sign": noise_tolerance(curves["levels"], curves["sign"], target)})
+    return pd.DataFrame(rows)

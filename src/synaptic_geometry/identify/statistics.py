@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -22,6 +23,9 @@ INVALID_POLICIES = ("error", "drop_rows", "drop_candidates")
 #: mean little. Twenty is a floor for the arithmetic, not a recommendation: the power analysis in
 #: the book's biology chapter shows how many synapses a decisive answer needs.
 MIN_SYNAPSES = 20
+
+#: Width of the printed summary's lines (the table excepted), so that it reads in a narrow terminal.
+SUMMARY_WIDTH = 72
 
 #: Exact Gaussian samples of the data's size whose Delta-CDF makes the floor printed beside the scores.
 N_FLOOR = 200
@@ -61,7 +65,7 @@ class IdentifyResult:
             self.table.to_string(index=False, float_format=lambda x: f"{x:.4f}"),
             f"Gaussian floor ({self.n_floor} exact Gaussian samples of {self.n_synapses}, {statistic}): median "
             f"{self.floor[0]:.4f}, {level} below {self.floor[1]:.4f}",
-            f"best: {self.best} (lowest Delta-CDF in {100 * self.best_fraction:.1f}% of resamples); "
+            f"best: {self.best} (lowest Delta-CDF in {100 * self.best_fraction:.1f}% of resamples)",
             f"margin to {self.runner_up}: {self.margin:.4f} [{self.margin_ci[0]:.4f}, {self.margin_ci[1]:.4f}]",
             "verdict: " + ("decisive" if self.decisive else
                            "not decisive (the interval of the margin reaches 0 or the best wins too rarely)"),
@@ -70,7 +74,7 @@ class IdentifyResult:
             lines.append(f"dropped {len(self.dropped_rows)} row(s) unusable by sign-keeping candidates: {show(self.dropped_rows)}")
         if self.dropped_candidates:
             lines.append(f"dropped candidate(s): {', '.join(self.dropped_candidates)}")
-        return "\n".join(lines)
+        return wrap_lines(lines)
 
     def to_dict(self) -> dict:
         """JSON-ready summary (without the per-synapse changes)."""
@@ -93,6 +97,16 @@ class IdentifyResult:
             "dropped_rows": self.dropped_rows,
             "dropped_candidates": self.dropped_candidates,
         }
+
+
+def wrap_lines(lines: Sequence[str], width: int = SUMMARY_WIDTH) -> str:
+    """Join ``lines``, wrapping each single-line entry at ``width`` (continuations indented);
+    entries that already hold several lines (tables) are kept as they are."""
+    out = []
+    for line in lines:
+        out.append(line if "\n" in line else textwrap.fill(line, width, subsequent_indent="  ",
+                                                           break_on_hyphens=False))
+    return "\n".join(out)
 
 
 # --------------------------------------------------------------------------- validation
