@@ -171,3 +171,19 @@ def test_imagenet_path_end_to_end(tmp_path):
     scores = ft.analyse(arrays)
     assert set(scores["candidate"]) == set(ft.CANDIDATE_POTENTIALS)
     assert ft.finetune(params, root=store).from_store  # the second call loads
+
+
+def test_published_cornet_from_the_authors_checkpoint(tmp_path):
+    """Full-size CORnet-RT on the ImageNet path: a checkpoint in the authors' layout loads by name."""
+    torch.manual_seed(0)
+    state = models.CORNET_IMAGENET["cornet_rt"]().state_dict()
+    torch.save({"epoch": torch.tensor(20), "state_dict": {f"module.{k}": v for k, v in state.items()}},
+               tmp_path / "cornet_rt.pth")
+    net = models.build_torchvision("cornet_rt", weights_path=tmp_path / "cornet_rt.pth")
+    assert torch.equal(net.V1.conv_input.weight, state["V1.conv_input.weight"])
+    assert "decoder.linear.weight" not in models.analysed_weights(net)
+    with pytest.raises(ValueError, match="authors' ImageNet checkpoint"):
+        models.build_torchvision("cornet_s")
+    pretraining = ft.imagenet_params("cornet_rt", str(tmp_path / "cornet_rt.pth"), str(tmp_path / "no-folder"))
+    ok, why = ft.availability(pretraining)
+    assert not ok and "ImageNet validation folder" in why

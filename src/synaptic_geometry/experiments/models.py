@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from synaptic_geometry.experiments import cornet, imagenet_nets
+from synaptic_geometry.experiments.checkpoints import load_checkpoint
 from synaptic_geometry.experiments.data import _torchvision
 
 ANALYSED_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -106,6 +107,8 @@ Builder = Callable[[tuple[int, ...], int], nn.Module]
 ARCHITECTURES: dict[str, Builder] = {
     "mlp": lambda s, k: MLP(s, k, (256, 256)),
     "mlp-tiny": lambda s, k: MLP(s, k, (32,)),
+    # the width sweep of the deep-network chapter: two hidden layers of h units, D = 784 h + h^2 on MNIST
+    **{f"mlp-{h}": (lambda s, k, h=h: MLP(s, k, (h, h))) for h in (32, 128, 512, 640)},
     "convnet": lambda s, k: ConvNet(s, k, width=8, blocks=1),
     "convnet-tiny": lambda s, k: ConvNet(s, k, width=4, blocks=1),
     "rnn-100": lambda s, k: TanhRNN(s, k, 100),
@@ -118,14 +121,19 @@ TORCHVISION_ARCHITECTURES = (
     "resnet18", "resnet34", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
     "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3",
 )
+# The published CORnets at ImageNet size; their weights come from the authors' checkpoints.
+CORNET_IMAGENET = {"cornet_rt": cornet.cornet_rt, "cornet_s": cornet.cornet_s}
+IMAGENET_ARCHITECTURES = TORCHVISION_ARCHITECTURES + tuple(CORNET_IMAGENET)
 
 
 def known_architectures() -> list[str]:
-    return list(ARCHITECTURES) + list(TORCHVISION_ARCHITECTURES)
+    return list(ARCHITECTURES) + list(IMAGENET_ARCHITECTURES)
 
 
 def is_torchvision(name: str) -> bool:
-    return name in TORCHVISION_ARCHITECTURES
+    """Whether ``name`` is an ImageNet network whose pretrained weights come from a file (torchvision's
+    architectures and the published CORnets), rather than one pretrained here."""
+    return name in IMAGENET_ARCHITECTURES
 
 
 def build(name: str, in_shape: tuple[int, ...] = (1, 28, 28), n_classes: int = 10, seed: int = 0) -> nn.Module:
@@ -158,9 +166,14 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def build_torchvision(name: str, weights_path: str | Path | None = None, download: bool = False) -> nn.Module:
-    """A torchvision ImageNet network with weights from ``weights_path`` or, if ``download``, torchvision's hub."""
-    if name not in TORCHVISION_ARCHITECTURES:
-        raise ValueError(f"unknown torchvision architecture {name!r}; known: {', '.join(TORCHVISION_ARCHITECTURES)}")
+    """An ImageNet network with weights from ``weights_path`` (a state dict; for the CORnets, the authors'
+    checkpoint) or, if ``download``, torchvision's hub (torchvision architectures only)."""
+    if name not in IMAGENET_ARCHITECTURES:
+        raise ValueError(f"unknown torchvision architecture {name!r}; known: {', '.join(IMAGENET_ARCHITECTURES)}")
+    if name in CORNET_IMAGENET:
+        if weights_path is None:
+            raise ValueError(f"{name} needs the authors' ImageNet checkpoint: pass weights_path=<checkpoint file>")
+        return load_checkpoint(CORNET_IMAGENET[name](), weights_path)
 
     if weights_path is None and not download:
         raise ValueError(f"{name} needs pretrained ImageNet weights: pass weights_path=<state dict file> "
@@ -183,6 +196,8 @@ def build_torchvision(name: str, weights_path: str | Path | None = None, downloa
 
 def imagenet_builder(name: str) -> tuple[bool, str]:
     """Whether the ImageNet architecture ``name`` can be built here, and by what (or why not)."""
+    if name in CORNET_IMAGENET:
+        return True, "written here from the CORnet papers"
     try:
         _torchvision()
         return True, "torchvision"

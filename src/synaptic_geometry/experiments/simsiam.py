@@ -538,52 +538,88 @@ def finetune_params(potential: str, seed: int, pretraining: dict, lr_grid: Seque
             "momentum": float(momentum), "n_samples": None if n_samples is None else int(n_samples)}
 
 
+RATE_KEYS = ("potential", "seed", "pretraining", "epochs", "batch_size", "momentum", "n_samples")
+
+
+def _setup(params: dict) -> tuple[SimSiam, torch.Tensor, tuple[torch.Tensor, torch.Tensor], int, int]:
+    """The pretrained network, the run's ``N`` images, their fixed evaluation views, D and N."""
+    pretrained = pretrained_model(params["pretraining"])
+    augmentation = AUGMENTATIONS[params["pretraining"]["augmentation"]]
+    dim = n_analysed(pretrained)
+    n = params["n_samples"] or math.floor(math.sqrt(dim))
+    images = finetuning_images(params["pretraining"], n, child_seed(params["seed"], "subset"))
+    views = evaluation_views(images, augmentation, child_seed(params["seed"], "eval"))
+    return pretrained, images, views, dim, n
+
+
+@experiment("simsiam_finetune_rate")
+def finetune_at_rate(params: dict) -> dict[str, np.ndarray]:
+    """Finetuning at one learning rate (``params``: a run's :data:`RATE_KEYS` and ``lr``): the loss
+    on the fixed views before and after, the gap closed, the collapse statistic, the weights after.
+
+    Cached on its own, so that the learning-rate rules of :func:`finetune` share the runs of the
+    grid (a rule only chooses among them)."""
+    pretrained, images, views, _, _ = _setup(params)
+    augmentation = AUGMENTATIONS[params["pretraining"]["augmentation"]]
+    loss_before, std_before = evaluate(pretrained, views, params["batch_size"])
+    model = copy.deepcopy(pretrained)
+    result = train(model, images, augmentation, params["potential"], params["lr"], params["epochs"],
+                   params["batch_size"], params["momentum"], params["seed"], watch=analysed_weights(model))
+    loss, std = (math.inf, 0.0) if result["diverged"] else evaluate(model, views, params["batch_size"])
+    arrays = {"loss_before": np.float64(loss_before), "std_before": np.float64(std_before),
+              "loss": np.float64(loss), "std": np.float64(std), "diverged": np.bool_(result["diverged"]),
+              "gap_closed": np.float64(-math.inf if result["diverged"] else gap_closed(loss_before, loss)),
+              "epoch_loss": result["epoch_loss"], "n_euclidean_params": np.int64(result["n_euclidean_params"])}
+    for name, weight in analysed_weights(model).items():
+        arrays[f"after/{name}"] = weight.detach().numpy().copy()
+        arrays[f"touched/{name}"] = result["touched"][name].numpy()
+    return arrays
+
+
 @experiment("simsiam_finetune")
 def finetune(params: dict) -> dict[str, np.ndarray]:
     """One finetuning run (``params`` from :func:`finetune_params`): every parameter trained with the
     potential on the SimSiam loss over ``N = floor(sqrt(D))`` images, the learning rate chosen by
-    the run's rule; returns the backbone convolutions before/after (``before/<name>``,
-    ``after/<name>``, ``touched/<name>``, ``layers``: the layout that
-    :func:`synaptic_geometry.experiments.finetune.analyse` reads) and the run's record."""
-    pretrained = pretrained_model(params["pretraining"])
-    augmentation = AUGMENTATIONS[params["pretraining"]["augmentation"]]
-    seed = params["seed"]
-    dim = n_analysed(pretrained)
-    n = params["n_samples"] or math.floor(math.sqrt(dim))
-    images = finetuning_images(params["pretraining"], n, child_seed(seed, "subset"))
-    views = evaluation_views(images, augmentation, child_seed(seed, "eval"))
-    loss_before, std_before = evaluate(pretrained, views, params["batch_size"])
+    the run's rule among the cached runs of the grid (:func:`finetune_at_rate`); returns the
+    backbone convolutions before/after (``before/<name>``, ``after/<name>``, ``touched/<name>``,
+    ``layers``: the layout that :func:`synaptic_geometry.experiments.finetune.analyse` reads) and
+    the run's record, with the relative change of the analysed weights and the fraction that crossed zero."""
+    pretrained, _, _, dim, n = _setup(params)
     before = {k: v.detach().numpy().copy() for k, v in analysed_weights(pretrained).items()}
-
-    runs = []  # (lr, loss, gap closed, collapse statistic, model, training record), rates ascending
+    shared = {k: params[k] for k in RATE_KEYS}
+    runs = []  # (lr, stored run at that rate), rates ascending
     for lr in params["lr_grid"]:
-        model = copy.deepcopy(pretrained)
-        result = train(model, images, augmentation, params["potential"], lr, params["epochs"], params["batch_size"],
-                       params["momentum"], seed, watch=analysed_weights(model))
-        loss, std = (math.inf, 0.0) if result["diverged"] else evaluate(model, views, params["batch_size"])
-        closed = -math.inf if result["diverged"] else gap_closed(loss_before, loss)
-        runs.append((lr, loss, closed, std, model, result))
-        if params["lr_rule"] == "smallest_converged" and closed >= params["target_gap_closed"]:
+        run = finetune_at_rate({**shared, "lr": lr})
+        runs.append((lr, run))
+        if params["lr_rule"] == "smallest_converged" and float(run["gap_closed"]) >= params["target_gap_closed"]:
             break
+    closed = [float(run["gap_closed"]) for _, run in runs]
     target = params["target_gap_closed"]
     if params["lr_rule"] == "smallest_near_best":
-        target *= max(run[2] for run in runs)
-    reaching = [run for run in runs if run[2] >= target and run[2] > 0]
-    chosen = reaching[0] if reaching and params["lr_rule"] != "lowest_loss" else min(runs, key=lambda run: run[1])
-    lr, loss, closed, std, model, result = chosen
-    search = [run[:4] for run in runs]
+        target *= max(closed)
+    reaching = [(lr, run) for (lr, run), c in zip(runs, closed) if c >= target and c > 0]
+    if reaching and params["lr_rule"] != "lowest_loss":
+        lr, chosen = reaching[0]
+    else:
+        lr, chosen = min(runs, key=lambda r: float(r[1]["loss"]))
+    b = np.concatenate([before[k].ravel() for k in before]).astype(np.float64)
+    a = np.concatenate([chosen[f"after/{k}"].ravel() for k in before]).astype(np.float64)
     arrays = {"dim": np.int64(dim), "n_samples": np.int64(n), "lr": np.float64(lr), "epochs": np.int64(params["epochs"]),
-              "loss_before": np.float64(loss_before), "loss_after": np.float64(loss),
-              "gap_closed": np.float64(closed), "converged": np.bool_(closed >= target and closed > 0),
-              "std_before": np.float64(std_before), "std_after": np.float64(std),
+              "loss_before": chosen["loss_before"], "loss_after": chosen["loss"],
+              "gap_closed": chosen["gap_closed"],
+              "converged": np.bool_(float(chosen["gap_closed"]) >= target and float(chosen["gap_closed"]) > 0),
+              "std_before": chosen["std_before"], "std_after": chosen["std"],
               "lr_at_grid_end": np.bool_(lr in (params["lr_grid"][0], params["lr_grid"][-1])),
-              "epoch_loss": result["epoch_loss"], "n_euclidean_params": np.int64(result["n_euclidean_params"]),
-              "search_lr": np.asarray([s[0] for s in search]), "search_loss": np.asarray([s[1] for s in search]),
-              "search_gap_closed": np.asarray([s[2] for s in search]), "search_std": np.asarray([s[3] for s in search]),
+              "relative_change": np.float64(np.linalg.norm(a - b) / np.linalg.norm(b)),
+              "fraction_crossed_zero": np.float64(np.mean(np.sign(a) != np.sign(b))),
+              "epoch_loss": chosen["epoch_loss"], "n_euclidean_params": chosen["n_euclidean_params"],
+              "search_lr": np.asarray([lr for lr, _ in runs]),
+              "search_loss": np.asarray([float(run["loss"]) for _, run in runs]),
+              "search_gap_closed": np.asarray(closed),
+              "search_std": np.asarray([float(run["std"]) for _, run in runs]),
               "layers": np.asarray(list(before), dtype=str)}
-    after = analysed_weights(model)
     for name in before:
         arrays[f"before/{name}"] = before[name]
-        arrays[f"after/{name}"] = after[name].detach().numpy().copy()
-        arrays[f"touched/{name}"] = result["touched"][name].numpy()
+        arrays[f"after/{name}"] = chosen[f"after/{name}"]
+        arrays[f"touched/{name}"] = chosen[f"touched/{name}"]
     return arrays
