@@ -189,3 +189,28 @@ def test_submitit_killed_array_task_resumes(job_env, monkeypatch):
     assert all(arrayjobs.job.path(i=i, root=root).read_bytes() == kept[i] for i in (0, 2))
     values = [int(np.load(arrayjobs.job.path(i=i, root=root), allow_pickle=False)["value"]) for i in range(3)]
     assert values == [0, 1, 4]
+
+
+def test_submitit_options_from_the_environment(job_env, monkeypatch):
+    """$SYNAPTIC_GEOMETRY_SUBMITIT reaches submitit's parameters; explicit options win; bad JSON is refused."""
+    import submitit
+
+    seen = {}
+    original = submitit.AutoExecutor.update_parameters
+
+    def record(self, **kwargs):
+        seen.update(kwargs)
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(submitit.AutoExecutor, "update_parameters", record)
+    monkeypatch.setenv(sweep.SUBMITIT_ENV, '{"timeout_min": 3, "slurm_partition": "gpu", "gpus_per_node": 0}')
+    result = sweep.run_sweep("sweepjobs:job", [{"i": 0}], root=job_env / "store", executor="submitit", workers=4,
+                             cluster="local", executor_options={"gpus_per_node": 0, "timeout_min": 2}, progress=False)
+    assert result.ok and result.n_computed == 1
+    assert seen == {"slurm_array_parallelism": 4, "timeout_min": 2, "slurm_partition": "gpu", "gpus_per_node": 0}
+    monkeypatch.setenv(sweep.SUBMITIT_ENV, "timeout=3")
+    with pytest.raises(ValueError, match="JSON object"):
+        sweep.submitit_options_from_env()
+    monkeypatch.setenv(sweep.SUBMITIT_ENV, "[1]")
+    with pytest.raises(ValueError, match="JSON object"):
+        sweep.submitit_options_from_env()
