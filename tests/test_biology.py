@@ -336,9 +336,12 @@ def test_skewness_check_on_a_known_change():
             "w_before": w0[None], "w_after": np.stack([independent, dependent])[None]}
     ok = B.skewness_check(runs)
     assert abs(ok["correlation"]) < 4 * ok["correlation_se"] and abs(ok["after"]) < 4 * ok["se"]
+    assert ok["beyond_noise"] == (abs(ok["after"]) > 2 * ok["se"])
     assert ok["se"] == pytest.approx(np.sqrt(6 / n)) and ok["correlation_se"] == pytest.approx(1 / np.sqrt(n))
     bad = B.skewness_check(runs, potential="2-norm")
     assert bad["correlation"] < -0.9
+    skewed = dict(runs, w_after=np.stack([w0 * np.exp(rng.exponential(1.0, n)), dependent])[None])
+    assert B.skewness_check(skewed)["beyond_noise"]
     with pytest.raises(ValueError, match="at least 3"):
         B.skewness_se(2)
 

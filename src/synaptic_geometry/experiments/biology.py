@@ -695,7 +695,8 @@ def skewness_check(runs: Mapping[str, np.ndarray], init: str = "lognormal",
     the skewness of log|w| ``before`` and ``after``, their standard error ``se``
     (:func:`skewness_se`), the skewness of the change of log|w| (``change_skew``) and its
     correlation with log|w| before (``correlation``, with standard error ``correlation_se``
-    ``1 / sqrt(n)``), on synapses that kept their sign.
+    ``1 / sqrt(n)``), on synapses that kept their sign, and ``beyond_noise``: whether the
+    skewness after is more than two standard errors from zero.
     """
     i, j = list(runs["inits"]).index(init), list(runs["potentials"]).index(potential)
     w0, w1 = runs["w_before"][i], runs["w_after"][i, j]
@@ -704,7 +705,8 @@ def skewness_check(runs: Mapping[str, np.ndarray], init: str = "lognormal",
     change = log1 - log0
     return {"before": float(scipy.stats.skew(log0)), "after": float(scipy.stats.skew(log1)),
             "se": skewness_se(int(keep.sum())), "change_skew": float(scipy.stats.skew(change)),
-            "correlation": float(np.corrcoef(change, log0)[0, 1]), "correlation_se": float(1 / np.sqrt(keep.sum()))}
+            "correlation": float(np.corrcoef(change, log0)[0, 1]), "correlation_se": float(1 / np.sqrt(keep.sum())),
+            "beyond_noise": bool(abs(scipy.stats.skew(log1)) > 2 * skewness_se(int(keep.sum())))}
 
 
 def count_words(n: float, n_values: Sequence[int]) -> str:
