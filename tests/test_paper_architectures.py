@@ -41,7 +41,7 @@ def test_verdict_table_counts_per_network_and_rule():
     assert list(table["network"]) == ["CORnet-RT", "CORnet-S", "CORnet-S"]  # ordered as asked
     row = table.iloc[1]
     assert row["identified"] == "1 of 2" and row["verdict"] == "identified in some runs"
-    assert row["median relative change"] == pytest.approx(0.6) and row["median crossed zero"] == pytest.approx(0.2)
+    assert row["relative change"] == pytest.approx(0.6) and row["crossed zero"] == pytest.approx(0.2)
     assert row["rate at grid end"] == "1 of 2" and row["fit the data"] == "1 of 2"
     assert table.iloc[2]["verdict"] == "identified in every run" and table.iloc[0]["verdict"] == "not identified"
 
@@ -61,7 +61,7 @@ def test_identification_matrices_figure_has_one_panel_per_network_and_rule():
     fig = pa.plot_identification_matrices(best, ["cornet-rt", "simsiam"],
                                           [["lowest_loss", "smallest_reaching_100"], ["lowest_loss", "smallest_near_best"]])
     titles = [ax.get_title() for ax in fig.axes]
-    assert len(titles) == 4 and "CORnet-RT\npublished: lowest loss" in titles
+    assert len(titles) == 4 and "CORnet-RT\npublished (lowest loss)" in titles
     counts = [int(t.get_text()) for ax in fig.axes for t in ax.texts]
     assert sum(counts) == 2  # each run counted once
 

@@ -32,9 +32,9 @@ LABELS = {"resnet18-digits": "ResNet-18", "shufflenet-x0.5-digits": "ShuffleNetV
           "cornet-s-tiny": "CORnet-S (tiny)", "resnet18": "ResNet-18 (ImageNet)",
           "shufflenet_v2_x0_5": "ShuffleNetV2 x0.5 (ImageNet)", "cornet_rt": "CORnet-RT (ImageNet)",
           "cornet_s": "CORnet-S (ImageNet)"}
-RULE_LABELS = {"lowest_loss": "published: lowest loss", "smallest_reaching_100": "small change: smallest rate at 100%",
-               "smallest_near_best": "small change: smallest rate near the best", "smallest_converged":
-               "small change: smallest rate closing the gap"}
+RULE_LABELS = {"lowest_loss": "published (lowest loss)", "smallest_reaching_100": "small change (smallest at 100%)",
+               "smallest_near_best": "small change (smallest near best)",
+               "smallest_converged": "small change (smallest closing the gap)"}
 # Columns every run row carries, for both kinds of network (``fits``: reached 100% training
 # accuracy for a supervised run; closed the rule's share of the loss gap for SimSiam).
 RECORD = ("arch", "potential", "seed", "lr_rule", "dim", "n_samples", "lr", "lr_at_grid_end", "epochs",
@@ -154,8 +154,8 @@ def verdict_table(best: pd.DataFrame, order: Sequence[str] | None = None) -> pd.
         correct, runs = int(group["correct"].sum()), len(group)
         rows.append({"network": label(arch), "learning-rate rule": RULE_LABELS.get(rule, rule),
                      "identified": f"{correct} of {runs}",
-                     "median relative change": float(group["relative_change"].median()),
-                     "median crossed zero": float(group["fraction_crossed_zero"].median()),
+                     "relative change": float(group["relative_change"].median()),
+                     "crossed zero": float(group["fraction_crossed_zero"].median()),
                      "rate at grid end": f"{int(group['lr_at_grid_end'].sum())} of {runs}",
                      "fit the data": f"{int(group['fits'].sum())} of {runs}",
                      "verdict": verdict(correct, runs), "_arch": arch})
