@@ -236,3 +236,30 @@ def test_bootstrap_crossing():
     mean, lo, hi = P.bootstrap_mean_band(np.array([[0.0, 1.0], [2.0, 3.0]]), n_boot=200)
     np.testing.assert_allclose(mean, [1.0, 2.0])
     assert np.all(lo <= mean) and np.all(mean <= hi)
+
+
+def test_batched_configurations_share_spikes_and_match_single_runs():
+    w0, ws, X = _small_problem(B=3)
+    rules = ["euclidean"] * 3 + ["natural"] * 3 + ["euclidean"] * 3
+    lr = np.repeat([1e-5, 2e-6, 1e-5], 3)
+    both = P.simulate(rules, RATES, np.tile(w0, (3, 1)), np.tile(ws, (3, 1)), lr, 2.0, 1.0,
+                      np.tile(X, (3, 1, 1)), seed=4, streams=3)
+    alone = P.simulate("euclidean", RATES, w0, ws, 1e-5, 2.0, 1.0, X, seed=4)
+    np.testing.assert_allclose(both["w_final"][:3], alone["w_final"], rtol=1e-12)
+    np.testing.assert_array_equal(both["w_final"][6:], both["w_final"][:3])  # same spikes
+    nat = P.simulate("natural", RATES, w0, ws, 2e-6, 2.0, 1.0, X, seed=4)
+    np.testing.assert_allclose(both["w_final"][3:6], nat["w_final"], rtol=1e-12)
+    with pytest.raises(ValueError):
+        P.simulate(rules, RATES, np.tile(w0, (3, 1)), np.tile(ws, (3, 1)), lr, 2.0, 1.0,
+                   np.tile(X, (3, 1, 1)), seed=4, streams=4)
+
+
+def test_paper_protocol_jobs():
+    from synaptic_geometry.experiments import spiking_experiments as E
+
+    jobs = E.paper_protocol_jobs(3, 200.0, 100.0, [0.5, 2.0], 2, 2, 0)
+    assert jobs["robust"][0]["etas"] == pytest.approx([2.25e-7, 4.5e-7, 9e-7, 3e-4, 6e-4, 1.2e-3])
+    assert len(jobs["approx"]) == 4 and all(j["rules"] == list(P.PROTOCOL_RULES) for j in jobs["approx"])
+    assert E.compare_intervals((1, 0.5, 2), (5, 3, 7)) == "holds"
+    assert E.compare_intervals((5, 3, 7), (1, 0.5, 2)) == "reversed"
+    assert E.compare_intervals((1, 0.5, 4), (5, 3, 7)) == "not resolved"

@@ -111,12 +111,16 @@ def test_states(rates, n_trials: int, n_states: int, rng: np.random.Generator,
     if K < 1 or n_states < 1 or n_trials < 1:
         raise ValueError("duration, n_states and n_trials must be positive")
     n = r.size
-    lam = np.broadcast_to(r * K * neuron.dt, (n_trials, n_states, n))
-    counts = rng.poisson(lam)
-    owner = np.repeat(np.arange(counts.size), counts.ravel())
-    lag = rng.integers(0, K, size=owner.size)  # K - 1 - k, uniform like k
-    X = np.bincount(owner, weights=neuron.kernel(lag * neuron.dt), minlength=counts.size)
-    return X.reshape(counts.shape)
+    out = np.empty((n_trials, n_states, n))
+    step = max(1, 20000 // (n_states * n))  # trials per chunk, to bound memory
+    for start in range(0, n_trials, step):
+        part = out[start:start + step]
+        counts = rng.poisson(np.broadcast_to(r * K * neuron.dt, part.shape))
+        owner = np.repeat(np.arange(counts.size), counts.ravel())
+        lag = rng.integers(0, K, size=owner.size)  # K - 1 - k, uniform like k
+        part[...] = np.bincount(owner, weights=neuron.kernel(lag * neuron.dt),
+                                minlength=counts.size).reshape(part.shape)
+    return out
 
 
 def bernoulli_kl(p_target, p) -> np.ndarray:
@@ -307,30 +311,42 @@ class _SpikeSource:
         return run, step, inp
 
 
-def simulate(rule: str, rates, w0, teacher, lr, duration: float, eval_every: float, X_test,
+def simulate(rule, rates, w0, teacher, lr, duration: float, eval_every: float, X_test,
              seed: int, neuron: Neuron = Neuron(), block: int = 100, metric_every: int = 20,
              c_u: float = C_U, c_w: float = C_W, record_weights: bool = False,
-             progress=None) -> dict[str, np.ndarray]:
+             streams: int | None = None, progress=None) -> dict[str, np.ndarray]:
     """Teacher-student learning of B trials at once, the paper's protocol.
 
     rule: "euclidean", "natural" (Gaussian-membrane metric, exact inverse) or "approximate"
-    (Eq 114). rates (n,); w0, teacher (B, n) somatic weights (each trial its own teacher, of the
+    (Eq 114), or a sequence of B of them (one per trial). rates (n,); w0, teacher (B, n) somatic weights (each trial its own teacher, of the
     same kind, on the same input spikes); lr: package-convention learning rate, scalar or (B,)
     (see :func:`package_learning_rate`); X_test (B, S, n) test states. Updates are summed over
     blocks of ``block`` steps (50 ms by default; the rates are small enough that the weights move
     by a negligible fraction within a block) and the metric is recomputed every
     ``metric_every`` blocks (1 s). Teacher spikes are Bernoulli(phi(V*) dt) per bin. Input and
     teacher spikes do not depend on the student, so two rules run with the same seed see the same
-    spikes (a paired comparison).
+    spikes (a paired comparison). ``streams`` = T (a divisor of B): trial b receives the input and
+    teacher-spike stream b mod T, so that J = B / T configurations of the same T trials (rules or
+    learning rates) are simulated together on identical spikes.
 
     Returns times (evals,), kl and rmse (B, evals), w_final (B, n), diverged (B,) and, if
     ``record_weights``, weights (B, evals, n).
     """
-    _check_rule(rule)
-    r = check_rates(rates, allow_zero=(rule == "euclidean"))
     w = np.array(w0, dtype=float, ndmin=2)
     w_star = np.array(teacher, dtype=float, ndmin=2)
     B, n = w.shape
+    rule_of = np.array([rule] * B if isinstance(rule, str) else list(rule), dtype=object)
+    if rule_of.shape != (B,):
+        raise ValueError(f"need one rule or {B} rules, got {len(rule_of)}")
+    for name in set(rule_of):
+        _check_rule(name)
+    is_euclid = rule_of == "euclidean"
+    is_natural = rule_of == "natural"
+    r = check_rates(rates, allow_zero=bool(np.all(is_euclid)))
+    T = B if streams is None else int(streams)
+    if T < 1 or B % T:
+        raise ValueError(f"streams ({streams!r}) must divide the number of trials ({B})")
+    J = B // T
     if w_star.shape != (B, n) or r.shape != (n,):
         raise ValueError(f"w0 {w.shape}, teacher {w_star.shape} and rates {r.shape} disagree")
     X_test = np.asarray(X_test, dtype=float)
@@ -346,7 +362,7 @@ def simulate(rule: str, rates, w0, teacher, lr, duration: float, eval_every: flo
     kernel = _Kernel(neuron, L)
     rng = np.random.default_rng([int(seed), 11])
     dt = neuron.dt
-    source = _SpikeSource(r, B, L, dt)
+    source = _SpikeSource(r, T, L, dt)
     u = np.zeros((B, 2, n))
     kl = np.empty((B, n_evals + 1))
     rmse = np.empty((B, n_evals + 1))
@@ -366,22 +382,26 @@ def simulate(rule: str, rates, w0, teacher, lr, duration: float, eval_every: flo
         for k in range(1, n_evals + 1):
             for _ in range(blocks_per_eval):
                 spikes = source(rng)
+                if J > 1:
+                    run, step, inp = spikes
+                    spikes = ((run[None] + T * np.arange(J)[:, None]).ravel(), np.tile(step, J),
+                              np.tile(inp, J))
                 V = block_quantities(u, spikes, np.stack([w, w_star], 1), kernel, L)
-                y = rng.random((B, L)) < neuron.rate(V[:, 1]) * dt
+                y = np.tile(rng.random((T, L)), (J, 1)) < neuron.rate(V[:, 1]) * dt
                 Vs = V[:, 0]
                 sig = expit(neuron.beta * (Vs - neuron.theta))
                 e = (y - neuron.phi_max * dt * sig) * (neuron.beta * (1.0 - sig))
                 g = block_gradient(u, spikes, e, kernel, n)
                 u = advance_state(u, spikes, kernel, n)
-                if rule != "euclidean" and n_block % metric_every == 0:
+                if not np.all(is_euclid) and n_block % metric_every == 0:
                     metric = gaussian_metric(w, r, neuron)
                 n_block += 1
-                if rule == "euclidean":
-                    dw = g
-                elif rule == "natural":
-                    dw = metric.solve(g, strict=False)
-                else:
-                    dw = approximate_direction(metric, g, e.sum(-1), (e * Vs).sum(-1), c_u, c_w)
+                dw = g
+                if np.any(is_natural):
+                    dw = np.where(is_natural[:, None], metric.solve(g, strict=False), dw)
+                if np.any(rule_of == "approximate"):
+                    approx = approximate_direction(metric, g, e.sum(-1), (e * Vs).sum(-1), c_u, c_w)
+                    dw = np.where((rule_of == "approximate")[:, None], approx, dw)
                 w_new = w + lr[:, None] * dw
                 ok = alive & np.all(np.isfinite(w_new), -1) & (np.abs(w_new).max(-1) < 1e3)
                 alive = ok
@@ -474,29 +494,49 @@ def trial_draws(n: int, low: float, high: float, n_trials: int, seed: int, neuro
 
 
 @experiment("spiking_paper_teacher_student")
-def teacher_student_run(rule: str, low: float = 10.0, high: float = 50.0, eta: float = 6e-4,
+def teacher_student_run(rules: Sequence[str], etas: Sequence[float], low: float = 10.0, high: float = 50.0,
                         n_trials: int = 16, duration: float = 8000.0, eval_every: float = 100.0,
-                        n_inputs: int = 100, seed: int = 0) -> dict[str, np.ndarray]:
-    """One rule of the paper's teacher-student task (Fig 3F, 9D, 12C-F) at the paper's rate ``eta``."""
+                        n_inputs: int = 100, seed: int = 0, record_weights: bool = False) -> dict[str, np.ndarray]:
+    """The paper's teacher-student task (Fig 3F, 9D, 12C-F) for J configurations (rules[j] at the
+    paper's per-step rate etas[j]), each on the same ``n_trials`` trials and the same spikes.
+
+    Returns times (evals,), kl and rmse (J, trials, evals), diverged (J, trials); with
+    ``record_weights`` also weights (J, trials, evals, n), w0 and teacher (trials, n) and rates.
+    """
+    if len(rules) != len(etas) or not rules:
+        raise ValueError(f"need one eta per rule, got {len(rules)} rules and {len(etas)} etas")
     rates, w0, teacher, X = trial_draws(n_inputs, low, high, n_trials, seed)
-    res = simulate(rule, rates, w0, teacher, package_learning_rate(eta, rule), duration, eval_every,
-                   X, seed)
-    return {k: res[k] for k in ("times", "kl", "rmse", "diverged")}
+    J = len(rules)
+    lr = np.repeat([package_learning_rate(eta, rule) for rule, eta in zip(rules, etas)], n_trials)
+    res = simulate(np.repeat(np.array(rules, dtype=object), n_trials), rates, np.tile(w0, (J, 1)),
+                   np.tile(teacher, (J, 1)), lr, duration, eval_every, np.tile(X, (J, 1, 1)), seed,
+                   record_weights=record_weights, streams=n_trials)
+    out = {"times": res["times"]}
+    for key in ("kl", "rmse", "diverged") + (("weights",) if record_weights else ()):
+        out[key] = res[key].reshape((J, n_trials) + res[key].shape[1:])
+    if record_weights:
+        out.update(w0=w0, teacher=teacher, rates=rates)
+    return out
 
 
 @experiment("spiking_paper_two_synapses")
-def two_synapse_run(rule: str, eta: float, n_trials: int = 500, duration: float = 6000.0,
-                    record_every: float = 20.0, seed: int = 0) -> dict[str, np.ndarray]:
-    """Fig 3E: the two-synapse task from w0 = (-0.3, 0.5)/n to w* = (0.15, 0.15)/n, mean path."""
+def two_synapse_run(rules: Sequence[str] = ("euclidean", "natural"), etas: Sequence[float] = (7e-7, 2.5e-4),
+                    n_trials: int = 500, duration: float = 6000.0, record_every: float = 20.0,
+                    seed: int = 0) -> dict[str, np.ndarray]:
+    """Fig 3E: the two-synapse task from w0 = (-0.3, 0.5)/n to w* = (0.15, 0.15)/n, n = 2; the
+    mean weight path (J, evals, 2) of each configuration over its trials (same spikes for all)."""
     n = 2
     rates = np.array([10.0, 50.0])
-    w0 = np.tile([-0.3 / n, 0.5 / n], (n_trials, 1))
-    teacher = np.tile([0.15 / n, 0.15 / n], (n_trials, 1))
-    X = test_states(rates, n_trials, 50, np.random.default_rng([int(seed), 6]))
-    res = simulate(rule, rates, w0, teacher, package_learning_rate(eta, rule), duration, record_every,
-                   X, seed, record_weights=True)
-    return {"times": res["times"], "mean_path": np.nanmean(res["weights"], 0),
-            "kl": res["kl"], "diverged": res["diverged"]}
+    J = len(rules)
+    w0 = np.tile([-0.3 / n, 0.5 / n], (J * n_trials, 1))
+    teacher = np.tile([0.15 / n, 0.15 / n], (J * n_trials, 1))
+    X = np.tile(test_states(rates, n_trials, 50, np.random.default_rng([int(seed), 6])), (J, 1, 1))
+    lr = np.repeat([package_learning_rate(eta, rule) for rule, eta in zip(rules, etas)], n_trials)
+    res = simulate(np.repeat(np.array(rules, dtype=object), n_trials), rates, w0, teacher, lr, duration,
+                   record_every, X, seed, record_weights=True, streams=n_trials)
+    weights = res["weights"].reshape(J, n_trials, -1, n)
+    return {"times": res["times"], "mean_path": np.nanmean(weights, 1),
+            "kl": res["kl"].reshape(J, n_trials, -1), "diverged": res["diverged"].reshape(J, n_trials)}
 
 
 @experiment("spiking_paper_two_synapse_fields")
