@@ -22,9 +22,9 @@ def _best(rows):
 
 
 def test_verdict_words_and_errors():
-    assert pa.verdict(3, 3) == "identified in every run"
-    assert pa.verdict(1, 3) == "identified in some runs"
-    assert pa.verdict(0, 3) == "not identified"
+    assert pa.verdict(3, 3) == "every run"
+    assert pa.verdict(1, 3) == "some runs"
+    assert pa.verdict(0, 3) == "none"
     for bad in ((4, 3), (-1, 3), (0, 0)):
         with pytest.raises(ValueError):
             pa.verdict(*bad)
@@ -40,10 +40,10 @@ def test_verdict_table_counts_per_network_and_rule():
     table = pa.verdict_table(best, order=["cornet-rt", "cornet-s"])
     assert list(table["network"]) == ["CORnet-RT", "CORnet-S", "CORnet-S"]  # ordered as asked
     row = table.iloc[1]
-    assert row["identified"] == "1 of 2" and row["verdict"] == "identified in some runs"
+    assert row["identified"] == "1 of 2" and row["verdict"] == "some runs"
     assert row["relative change"] == pytest.approx(0.6) and row["crossed zero"] == pytest.approx(0.2)
-    assert row["rate at grid end"] == "1 of 2" and row["fit the data"] == "1 of 2"
-    assert table.iloc[2]["verdict"] == "identified in every run" and table.iloc[0]["verdict"] == "not identified"
+    assert row["at grid end"] == "1 of 2" and row["fit"] == "1 of 2"
+    assert table.iloc[2]["verdict"] == "every run" and table.iloc[0]["verdict"] == "none"
 
 
 def test_matched_over_floor():

@@ -132,18 +132,18 @@ def run_table(best: pd.DataFrame) -> pd.DataFrame:
     for column in ("potential", "inferred"):
         table[column] = table[column].map(display_name)
     return table.rename(columns={
-        "arch": "network", "lr_rule": "learning-rate rule", "potential": "trained", "inferred": "lowest Delta-CDF",
+        "arch": "network", "lr_rule": "rule", "potential": "trained", "inferred": "lowest Delta-CDF",
         "delta_cdf": "its Delta-CDF", "dim": "D", "n_samples": "N", "lr": "rate", "lr_at_grid_end": "rate at grid end",
         "relative_change": "relative change", "fraction_crossed_zero": "crossed zero", "fits": "fit the data"})
 
 
 def verdict(correct: int, runs: int) -> str:
-    """A word for an (architecture, rule) cell: every run identified, some, or none."""
+    """Which runs of an (architecture, rule) cell were identified: every run, some runs, or none."""
     if runs < 1 or not 0 <= correct <= runs:
         raise ValueError(f"need 0 <= correct <= runs and runs >= 1; got {correct} of {runs}")
     if correct == runs:
-        return "identified in every run"
-    return "not identified" if correct == 0 else "identified in some runs"
+        return "every run"
+    return "none" if correct == 0 else "some runs"
 
 
 def verdict_table(best: pd.DataFrame, order: Sequence[str] | None = None) -> pd.DataFrame:
@@ -152,12 +152,12 @@ def verdict_table(best: pd.DataFrame, order: Sequence[str] | None = None) -> pd.
     rows = []
     for (arch, rule), group in best.groupby(["arch", "lr_rule"], sort=False):
         correct, runs = int(group["correct"].sum()), len(group)
-        rows.append({"network": label(arch), "learning-rate rule": RULE_LABELS.get(rule, rule),
+        rows.append({"network": label(arch), "rule": RULE_LABELS.get(rule, rule),
                      "identified": f"{correct} of {runs}",
                      "relative change": float(group["relative_change"].median()),
                      "crossed zero": float(group["fraction_crossed_zero"].median()),
-                     "rate at grid end": f"{int(group['lr_at_grid_end'].sum())} of {runs}",
-                     "fit the data": f"{int(group['fits'].sum())} of {runs}",
+                     "at grid end": f"{int(group['lr_at_grid_end'].sum())} of {runs}",
+                     "fit": f"{int(group['fits'].sum())} of {runs}",
                      "verdict": verdict(correct, runs), "_arch": arch})
     table = pd.DataFrame(rows)
     if order is not None:
