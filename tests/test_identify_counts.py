@@ -38,7 +38,7 @@ COUNT_ARGS = ["--counts", "--id-columns", "pre,post", "--where", "type=chemical"
 def run(args, capsys):
     code = M.main([str(a) for a in args])
     out, err = capsys.readouterr()
-    return code, out, err
+    return code, " ".join(out.split()), err  # the summary wraps its lines
 
 
 # --------------------------------------------------------------------------- reading and matching
@@ -97,7 +97,7 @@ def test_identify_counts_finds_multiplicative_growth_and_reports_zeros(tmp_path)
     assert sorted(result.vanished) == [f"V{i} X" for i in range(3)]
     assert 0 < result.floor[0] < result.floor[1] < result.table.delta_cdf.max()
     assert result.growth == pytest.approx(matched.after[matched.both].sum() / matched.before[matched.both].sum())
-    text = result.summary()
+    text = " ".join(result.summary().split())
     assert "5 appeared, 3 vanished" in text and "centred Delta-CDF" in text and "Gaussian floor" in text
     same = M.identify_counts(matched, n_boot=100, n_draws=4, seed=0)
     pd.testing.assert_frame_equal(result.table, same.table)

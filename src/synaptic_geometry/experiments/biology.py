@@ -26,9 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 
 from synaptic_geometry.gaussianity import delta_cdf, delta_cdf_batch, dual_change, identify
-from synaptic_geometry.infra.store import cached
+from synaptic_geometry.infra.store import cached, experiment
+from synaptic_geometry.infra.sweep import run_sweep
 from synaptic_geometry.potentials import TRAINED_POTENTIALS, Potential, get_potential
 
 INIT_KINDS = ("lognormal", "two_constant")
@@ -51,6 +53,7 @@ __all__ = [
     "identification_accuracy",
     "power_analysis",
     "sign_keeping_accuracy",
+    "power_condition",
     "cached_power_analysis",
     "synapses_for_accuracy",
     "describe_condition",
@@ -60,6 +63,15 @@ __all__ = [
     "identification_table",
     "synapses_needed_table",
     "noise_tolerance",
+    "skewness_se",
+    "skewness_check",
+    "count_words",
+    "needed_words_table",
+    "confusion_table",
+    "NOISE_KINDS",
+    "noise_sweep_conditions",
+    "sweep_curves",
+    "tolerance_table",
 ]
 
 
@@ -354,12 +366,15 @@ def score_experiments(
     enough = kept >= 3
     b_safe = np.where(rows, before, 1.0)  # values outside a row's mask are never looked at
     a_safe = np.where(rows, after, 1.0)
-    for k, phi in enumerate(candidates):
-        todo = enough & usable[:, k]
-        if not todo.any():
-            continue
-        change = phi.grad(a_safe[todo]) - phi.grad(b_safe[todo])
-        scores[todo, k] = delta_cdf_batch(change, rows[todo])
+    todo = [np.flatnonzero(enough & usable[:, k]) for k in range(len(candidates))]
+    changes = [phi.grad(a_safe[r]) - phi.grad(b_safe[r]) for phi, r in zip(candidates, todo) if r.size]
+    if changes:  # one batch for all candidates: they share the row counts, hence the normal quantiles
+        every = np.concatenate([r for r in todo if r.size])
+        values = delta_cdf_batch(np.concatenate(changes), rows[every])
+        start = 0
+        for k, r in enumerate(todo):
+            scores[r, k] = values[start:start + r.size]
+            start += r.size
     return scores, kept
 
 
@@ -434,6 +449,7 @@ def power_analysis(
 ) -> dict[str, np.ndarray]:
     """:func:`identification_accuracy` for each named condition (a dict of its keyword arguments).
 
+    Condition number k (in order) uses seed ``seed + 1000 * k``.
     Returns arrays ``conditions`` (names), ``n_values``, ``true_potentials``, ``candidates``,
     ``correct`` (condition x truth x n), ``accuracy`` (condition x n: mean over truths, i.e. each
     truth equally likely), ``chosen``, ``mean_delta_cdf`` and ``kept``.
@@ -443,7 +459,11 @@ def power_analysis(
         identification_accuracy(n_values, true_potentials, candidates, reps, seed + 1000 * k, **conditions[name])
         for k, name in enumerate(names)
     ]
-    correct = np.stack([r["correct"] for r in results])
+    return _power_arrays(names, n_values, results, true_potentials, candidates)
+
+
+def _power_arrays(names, n_values, results, true_potentials=TRAINED_POTENTIALS, candidates=TRAINED_POTENTIALS):
+    correct = np.stack([np.asarray(r["correct"]) for r in results])
     return {
         "conditions": np.array(names, dtype=str),
         "n_values": np.asarray(n_values, dtype=np.int64),
@@ -451,10 +471,17 @@ def power_analysis(
         "candidates": np.array([get_potential(c).name for c in candidates], dtype=str),
         "correct": correct,
         "accuracy": correct.mean(axis=1),
-        "chosen": np.stack([r["chosen"] for r in results]),
-        "mean_delta_cdf": np.stack([r["mean_delta_cdf"] for r in results]),
-        "kept": np.stack([r["kept"] for r in results]),
+        "chosen": np.stack([np.asarray(r["chosen"]) for r in results]),
+        "mean_delta_cdf": np.stack([np.asarray(r["mean_delta_cdf"]) for r in results]),
+        "kept": np.stack([np.asarray(r["kept"]) for r in results]),
     }
+
+
+@experiment("biology_power_condition")
+def power_condition(condition: dict, n_values: list, reps: int = 100, seed: int = 0) -> dict[str, np.ndarray]:
+    """One condition of the power analysis, stored: :func:`identification_accuracy` with the
+    trained potentials as truths and candidates."""
+    return identification_accuracy([int(n) for n in n_values], reps=int(reps), seed=int(seed), **condition)
 
 
 def sign_keeping_accuracy(power: Mapping[str, np.ndarray], keeper: str = "negative_entropy") -> np.ndarray:
@@ -477,16 +504,29 @@ def cached_power_analysis(
     reps: int = 100,
     seed: int = 0,
     root=None,
+    executor: str = "serial",
+    workers: int = 1,
+    threads: int | None = 1,
+    cluster: str | None = None,
+    progress: bool = False,
 ) -> dict[str, np.ndarray]:
-    """:func:`power_analysis` through the results store (a rerun with the same inputs loads)."""
+    """:func:`power_analysis` through the results store, one stored job per condition.
 
-    params = {
-        "conditions": {k: dict(v) for k, v in conditions.items()},
-        "n_values": [int(n) for n in n_values],
-        "reps": int(reps),
-        "seed": int(seed),
-    }
-    return cached("biology_power", params, lambda: power_analysis(conditions, n_values, reps, seed), root=root)
+    The conditions run as a sweep (:func:`synaptic_geometry.infra.sweep.run_sweep`: ``executor``
+    ``"serial"``, ``"local"`` with ``workers`` processes, or ``"submitit"`` on ``cluster``), so
+    they run in parallel, an interrupted analysis resumes with the conditions not yet stored, and a
+    rerun with the same inputs loads. The result equals ``power_analysis(conditions, n_values,
+    reps, seed)``.
+    """
+    names = list(conditions)
+    jobs = [{"condition": {k: v for k, v in conditions[name].items()}, "n_values": [int(n) for n in n_values],
+             "reps": int(reps), "seed": int(seed) + 1000 * k} for k, name in enumerate(names)]
+    done = run_sweep(power_condition, jobs, root=root, executor=executor, workers=workers, threads=threads,
+                     cluster=cluster, progress=progress)
+    if not done.ok:
+        raise RuntimeError(done.summary())
+    results = [power_condition(**job, root=root) for job in jobs]  # all from the store now
+    return _power_arrays(names, n_values, results)
 
 
 def describe_condition(overrides: Mapping) -> str:
@@ -557,12 +597,12 @@ def sign_change_table(runs: Mapping[str, np.ndarray]) -> pd.DataFrame:
 def log_shape_table(runs: Mapping[str, np.ndarray], seed: int = 0) -> pd.DataFrame:
     """Per start and rule of :func:`learning_runs`: the shape of log|w| after learning.
 
-    Synapses that changed sign are left out. Columns: start, rule, skewness of log|w| after,
+    Synapses that changed sign are left out (their log-magnitude would mix the two signs).
+    Columns: start, rule, synapses drawn, left out (sign changed), skewness of log|w| after and
+    its standard error for a Gaussian sample of that size (:func:`skewness_se`),
     BIC(2 log-normals) - BIC(1) (negative: two components fit better), and the log-spread of
     each component of the :data:`LOG_COMPONENTS` fit for the start (a tuple of floats).
     """
-    from scipy import stats
-
     rows = []
     for i, init in enumerate(runs["inits"]):
         w0 = runs["w_before"][i]
@@ -571,8 +611,10 @@ def log_shape_table(runs: Mapping[str, np.ndarray], seed: int = 0) -> pd.DataFra
             kept = w1[~sign_flips(w0, w1)]
             fits = {k: log_mixture_fit(kept, k, seed) for k in (1, 2)}
             rows.append({
-                "start": str(init), "rule": str(pot),
-                "skewness of log|w| after": float(stats.skew(np.log(np.abs(kept)))),
+                "start": str(init), "rule": str(pot), "synapses drawn": int(kept.size),
+                "left out (sign changed)": int(w1.size - kept.size),
+                "skewness of log|w| after": float(scipy.stats.skew(np.log(np.abs(kept)))),
+                "skewness standard error": skewness_se(kept.size),
                 "BIC(2 log-normals) - BIC(1)": fits[2]["bic"] - fits[1]["bic"],
                 "log-spread per component": tuple(float(s) for s in fits[LOG_COMPONENTS[str(init)]]["stds"]),
             })
@@ -583,8 +625,10 @@ def identification_table(runs: Mapping[str, np.ndarray],
                          candidates: Sequence[str] = TRAINED_POTENTIALS) -> pd.DataFrame:
     """Per start and rule of :func:`learning_runs`: the identified potential and each candidate's Delta-CDF.
 
-    Synapses that changed sign are left out (negative entropy cannot analyse them). Columns:
-    start, trained with, identified, ``Delta-CDF <candidate>`` (ordered as ranked in the first row).
+    Synapses that changed sign are left out for every candidate (negative entropy cannot
+    analyse them), as the ``identify`` tool's ``--drop-rows`` does; ``left out`` counts them.
+    Columns: start, trained with, analysed, left out, identified, ``Delta-CDF <candidate>``
+    (ordered as ranked in the first row).
     """
     rows = []
     for i, init in enumerate(runs["inits"]):
@@ -593,7 +637,8 @@ def identification_table(runs: Mapping[str, np.ndarray],
             w1 = runs["w_after"][i, j]
             keep = ~sign_flips(w0, w1)
             table = identify(w0[keep], w1[keep], candidates=list(candidates))
-            rows.append({"start": str(init), "trained with": str(pot), "identified": table["candidate"].iloc[0],
+            rows.append({"start": str(init), "trained with": str(pot), "analysed": int(keep.sum()),
+                         "left out": int((~keep).sum()), "identified": table["candidate"].iloc[0],
                          **{f"Delta-CDF {c}": d for c, d in zip(table["candidate"], table["delta_cdf"])}})
     return pd.DataFrame(rows)
 
@@ -632,3 +677,96 @@ def noise_tolerance(levels: Sequence[float], shares: Sequence[float], target: fl
             break
         tolerance = float(levels[k])
     return tolerance
+
+
+def skewness_se(n: int) -> float:
+    """Standard error of the sample skewness of ``n`` Gaussian values, ``sqrt(6 / n)`` to leading order."""
+    if n < 3:
+        raise ValueError(f"a skewness needs at least 3 values, got {n}")
+    return float(np.sqrt(6.0 / n))
+
+
+def skewness_check(runs: Mapping[str, np.ndarray], init: str = "lognormal",
+                   potential: str = "negative_entropy") -> dict[str, float]:
+    """What makes log|w| skewed after exponentiated gradient from a log-normal start.
+
+    If the change of log|w| is Gaussian and independent of the start (the assumption of the
+    chapter's proposition on shapes), the skewness after is the start's, diluted. Returns
+    the skewness of log|w| ``before`` and ``after``, their standard error ``se``
+    (:func:`skewness_se`), the skewness of the change of log|w| (``change_skew``) and its
+    correlation with log|w| before (``correlation``, with standard error ``correlation_se``
+    ``1 / sqrt(n)``), on synapses that kept their sign, and ``beyond_noise``: whether the
+    skewness after is more than two standard errors from zero.
+    """
+    i, j = list(runs["inits"]).index(init), list(runs["potentials"]).index(potential)
+    w0, w1 = runs["w_before"][i], runs["w_after"][i, j]
+    keep = ~sign_flips(w0, w1)
+    log0, log1 = np.log(np.abs(w0[keep])), np.log(np.abs(w1[keep]))
+    change = log1 - log0
+    return {"before": float(scipy.stats.skew(log0)), "after": float(scipy.stats.skew(log1)),
+            "se": skewness_se(int(keep.sum())), "change_skew": float(scipy.stats.skew(change)),
+            "correlation": float(np.corrcoef(change, log0)[0, 1]), "correlation_se": float(1 / np.sqrt(keep.sum())),
+            "beyond_noise": bool(abs(scipy.stats.skew(log1)) > 2 * skewness_se(int(keep.sum())))}
+
+
+def count_words(n: float, n_values: Sequence[int]) -> str:
+    """A synapse count from :func:`synapses_for_accuracy` in words: "about 130", "30 or fewer"
+    (reached at the smallest count tried) or "not reached by 10,000" (``nan``)."""
+    if not np.isfinite(n):
+        return f"not reached by {int(n_values[-1]):,}"
+    return f"{int(n_values[0]):,} or fewer" if n <= n_values[0] else f"about {n:,.0f}"
+
+
+def needed_words_table(power: Mapping[str, np.ndarray], conditions: Mapping[str, Mapping],
+                       target: float = 0.95) -> pd.DataFrame:
+    """:func:`synapses_needed_table` in words (:func:`count_words`), with a ``condition`` column
+    describing each condition (:func:`describe_condition` of ``conditions[name]``) and ``name``."""
+    needed = synapses_needed_table(power, target)
+    words = needed.map(lambda n: count_words(n, power["n_values"]))
+    words.insert(0, "condition", [describe_condition(conditions[name]) for name in needed.index])
+    words.insert(0, "name", list(needed.index))
+    return words.reset_index(drop=True)
+
+
+def confusion_table(power: Mapping[str, np.ndarray], conditions: Mapping[str, Mapping]) -> pd.DataFrame:
+    """Where the answers go at the largest synapse count: one row per condition and true
+    potential, one column ``picked <candidate>`` per candidate (share of experiments)."""
+    rows = []
+    for c, name in enumerate(power["conditions"]):
+        for t, truth in enumerate(power["true_potentials"]):
+            rows.append({"condition": describe_condition(conditions[str(name)]), "true": str(truth),
+                         **{f"picked {k}": float(power["chosen"][c, t, -1, j]) for j, k in enumerate(power["candidates"])}})
+    return pd.DataFrame(rows)
+
+
+NOISE_KINDS = {"mult_noise": "multiplicative", "add_noise": "additive"}
+"""The measurement noises of the tolerance sweep, and their names in words."""
+
+
+def noise_sweep_conditions(baseline: Mapping, levels: Sequence[float]) -> dict[str, dict]:
+    """Conditions of the tolerance sweep: each kind of :data:`NOISE_KINDS` at each level, on ``baseline``."""
+    return {f"{kind}={level:g}": {**baseline, kind: float(level)} for kind in NOISE_KINDS for level in levels}
+
+
+def sweep_curves(sweep: Mapping[str, np.ndarray], conditions: Mapping[str, Mapping], kind: str) -> dict[str, np.ndarray]:
+    """The curves of one noise kind in a sweep at one synapse count: ``levels``, ``accuracy``,
+    ``sign`` (sign-keeping accuracy) and ``correct`` (true potentials x levels)."""
+    names = list(sweep["conditions"])
+    picks = [k for k, name in enumerate(names) if name.startswith(f"{kind}=")]
+    return {"levels": np.array([conditions[names[k]][kind] for k in picks]),
+            "accuracy": sweep["accuracy"][picks, 0], "sign": sign_keeping_accuracy(sweep)[picks, 0],
+            "correct": sweep["correct"][picks, :, 0].T}
+
+
+def tolerance_table(sweep: Mapping[str, np.ndarray], conditions: Mapping[str, Mapping],
+                    target: float = 0.95) -> pd.DataFrame:
+    """Largest noise level, with every smaller level tried, at which each share reaches ``target``
+    (:func:`noise_tolerance`): one row per noise kind, columns ``accuracy`` and ``sign`` (NaN:
+    not even the smallest level)."""
+    rows = []
+    for kind, word in NOISE_KINDS.items():
+        curves = sweep_curves(sweep, conditions, kind)
+        rows.append({"noise": word, "kind": kind,
+                     "accuracy": noise_tolerance(curves["levels"], curves["accuracy"], target),
+                     "sign": noise_tolerance(curves["levels"], curves["sign"], target)})
+    return pd.DataFrame(rows)

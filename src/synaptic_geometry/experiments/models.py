@@ -107,6 +107,8 @@ Builder = Callable[[tuple[int, ...], int], nn.Module]
 ARCHITECTURES: dict[str, Builder] = {
     "mlp": lambda s, k: MLP(s, k, (256, 256)),
     "mlp-tiny": lambda s, k: MLP(s, k, (32,)),
+    # the width sweep of the deep-network chapter: two hidden layers of h units, D = 784 h + h^2 on MNIST
+    **{f"mlp-{h}": (lambda s, k, h=h: MLP(s, k, (h, h))) for h in (32, 128, 512, 640)},
     "convnet": lambda s, k: ConvNet(s, k, width=8, blocks=1),
     "convnet-tiny": lambda s, k: ConvNet(s, k, width=4, blocks=1),
     "rnn-100": lambda s, k: TanhRNN(s, k, 100),

@@ -33,12 +33,13 @@ name and then renamed.
 """
 
 from synaptic_geometry.identify.calibration import calibrate, stored_calibration
-from synaptic_geometry.identify.cli import build_parser, main
+from synaptic_geometry.identify.cli import build_parser, main, run
 from synaptic_geometry.identify.counts import DEQUANTISATIONS, CountResult, calibrate_counts, identify_counts
 from synaptic_geometry.identify.errors import MeasurementError
 from synaptic_geometry.identify.outputs import write_outputs
 from synaptic_geometry.identify.plotting import plot_result
 from synaptic_geometry.identify.reading import Measurements, parse_where, read_counts, read_measurements
+from synaptic_geometry.identify.tables import calibration_table, compare_results, result_table, share_upper_bound
 from synaptic_geometry.identify.statistics import (
     INVALID_POLICIES,
     MIN_SYNAPSES,
@@ -59,13 +60,18 @@ __all__ = [
     "build_parser",
     "calibrate",
     "calibrate_counts",
+    "calibration_table",
+    "compare_results",
     "identify_counts",
     "identify_measurements",
     "main",
     "parse_where",
     "plot_result",
     "read_counts",
+    "result_table",
     "read_measurements",
+    "run",
+    "share_upper_bound",
     "stored_calibration",
     "write_outputs",
 ]

@@ -15,10 +15,10 @@ from synaptic_geometry.identify.counts import DEQUANTISATIONS, calibrate_counts,
 from synaptic_geometry.identify.errors import MeasurementError
 from synaptic_geometry.identify.outputs import FIGURE_SUFFIXES, TABLE_SUFFIXES, check_output, write_outputs
 from synaptic_geometry.identify.reading import parse_where, read_counts, read_measurements
-from synaptic_geometry.identify.statistics import identify_measurements
+from synaptic_geometry.identify.statistics import IdentifyResult, identify_measurements
 from synaptic_geometry.potentials import CANDIDATE_POTENTIALS, get_potential
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "run"]
 
 PROG = "synaptic-geometry identify"
 
@@ -91,41 +91,51 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
-    """Command-line entry point; returns the exit status (0 success, 1 bad input, 2 bad options)."""
+def run(argv: Sequence[str] | None = None, prog: str = PROG) -> IdentifyResult:
+    """The command without its printing: parse ``argv``, read the files, test, write the outputs.
+
+    Returns the result (a :class:`~synaptic_geometry.identify.counts.CountResult` with
+    ``--counts``). Raises :class:`MeasurementError` for input the test cannot use, and
+    ``SystemExit`` (status 2, message on stderr) for bad or conflicting options or ``--help``
+    (status 0).
+    """
     parser = build_parser(prog)
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as stop:  # --help, or an option error already printed by argparse
-        return int(stop.code or 0)
+    args = parser.parse_args(argv)
     problem = _option_problem(args)
     if problem:
-        parser.print_usage(sys.stderr)
-        print(f"{parser.prog}: error: {problem}", file=sys.stderr)
-        return 2
+        parser.error(problem)
     invalid = "drop_rows" if args.drop_rows else "drop_candidates" if args.drop_candidates else "error"
     id_columns = [c.strip() for c in args.id_columns.split(",") if c.strip()] if args.id_columns else None
     candidates = [c.strip() for c in args.candidates.split(",") if c.strip()]
+    check_output(args.figure, FIGURE_SUFFIXES, "figure")
+    check_output(args.table, TABLE_SUFFIXES, "table")
+    where = parse_where(args.where)
+    if args.counts:
+        result = _run_counts(args, candidates, id_columns, where)
+    else:
+        data = read_measurements(args.before, args.after, args.column, id_columns, where)
+        result = identify_measurements(
+            data.before, data.after, candidates, n_boot=args.n_boot, seed=args.seed,
+            confidence=args.confidence, centered=bool(args.centered), invalid=invalid, labels=data.labels,
+        )
+    write_outputs(result, args.figure, args.table)
+    return result
+
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Command-line entry point; prints the result and returns the exit status (0 success, 1 bad
+    input, 2 bad options)."""
     try:
-        check_output(args.figure, FIGURE_SUFFIXES, "figure")
-        check_output(args.table, TABLE_SUFFIXES, "table")
-        where = parse_where(args.where)
-        if args.counts:
-            result = _run_counts(args, candidates, id_columns, where)
-        else:
-            data = read_measurements(args.before, args.after, args.column, id_columns, where)
-            result = identify_measurements(
-                data.before, data.after, candidates, n_boot=args.n_boot, seed=args.seed,
-                confidence=args.confidence, centered=bool(args.centered), invalid=invalid, labels=data.labels,
-            )
-        write_outputs(result, args.figure, args.table)
+        result = run(argv, prog)
+    except SystemExit as stop:  # --help, or an option error already printed by argparse
+        return int(stop.code or 0)
     except MeasurementError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    args = build_parser(prog).parse_args(argv)
     print(result.summary())
     print(f"figure: {args.figure}" + (f"; table: {args.table}" if args.table else ""))
     return 0
-
 
 
 def _option_problem(args: argparse.Namespace) -> str | None:

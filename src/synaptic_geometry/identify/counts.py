@@ -17,7 +17,7 @@ from synaptic_geometry.experiments import count_geometry
 from synaptic_geometry.experiments.count_geometry import MatchedCounts
 from synaptic_geometry.gaussianity import dual_change, gaussian_floor
 from synaptic_geometry.identify.errors import MeasurementError, show
-from synaptic_geometry.identify.statistics import MIN_SYNAPSES, N_FLOOR, IdentifyResult, verdict
+from synaptic_geometry.identify.statistics import MIN_SYNAPSES, N_FLOOR, IdentifyResult, verdict, wrap_lines
 from synaptic_geometry.potentials import CANDIDATE_POTENTIALS, get_potential
 
 __all__ = ["DEQUANTISATIONS", "CountResult", "calibrate_counts", "identify_counts"]
@@ -61,10 +61,14 @@ class CountResult(IdentifyResult):
                              "differences between individuals rather than from the change")
         if self.calibration is not None:
             lines.append(f"calibration ({int(self.calibration['n_reps'].iloc[0])} simulated pairs per growth geometry, "
-                         f"s2 = {self.individual_var or 0:.4f}):")
-            lines.append(self.calibration.drop(columns="n_reps").to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+                         f"s2 = {self.individual_var or 0:.4f}): share naming the truth, contrast Delta-CDF(2-norm) - "
+                         "Delta-CDF(negative_entropy) simulated (median) and in the data, its p-value, power")
+            shown = self.calibration.rename(columns={"named_truth": "named", "contrast_median": "simulated",
+                                                     "observed_contrast": "data", "p_value": "p"})
+            lines.append(shown[["truth", "named", "simulated", "data", "p", "power"]].to_string(
+                index=False, float_format=lambda x: f"{x:.3f}"))
             lines.append(f"growth verdict: {self.growth_verdict}")
-        return "\n".join(lines)
+        return wrap_lines(lines)
 
     def to_dict(self) -> dict:
         out = super().to_dict()

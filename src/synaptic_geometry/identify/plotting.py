@@ -11,14 +11,16 @@ from synaptic_geometry.identify.statistics import IdentifyResult
 __all__ = ["plot_result"]
 
 
-def plot_result(result: IdentifyResult) -> Figure:
+def plot_result(result: IdentifyResult, figure: Figure | None = None) -> Figure:
     """A figure: Delta-CDF per candidate with intervals and the Gaussian floor, and the best two
     changes against N(0, 1).
 
     The share of resamples each candidate won is printed with one decimal, as in
-    :meth:`IdentifyResult.summary`, so that the figure and the printed verdict agree.
+    :meth:`IdentifyResult.summary`, so that the figure and the printed verdict agree. Draws
+    into ``figure`` when given (e.g. one made by ``matplotlib.pyplot`` in a notebook), else into
+    a new figure of 10 x 3.8 inches.
     """
-    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    fig = Figure(figsize=(10, 3.8), layout="constrained") if figure is None else figure
     ax_bar, ax_cdf = fig.subplots(1, 2)
     table = result.table
     y = np.arange(len(table))[::-1]
@@ -33,7 +35,7 @@ def plot_result(result: IdentifyResult) -> Figure:
     statistic = "centred " if result.centered else ""
     ax_bar.set_xlabel(f"{statistic}Delta-CDF (lower = more Gaussian), {100 * result.confidence:g}% bootstrap interval")
     ax_bar.set_xlim(left=0)
-    ax_bar.legend(loc="lower right", fontsize=8)
+    ax_bar.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=8, frameon=False)
     ax_bar.set_title(f"{result.n_synapses} {result.unit}: best {result.best}" + ("" if result.decisive else " (not decisive)"))
     grid = np.linspace(-4, 4, 400)
     ax_cdf.plot(grid, norm.cdf(grid), color="black", lw=2, label="N(0, 1)")

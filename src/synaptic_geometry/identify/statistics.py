@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from synaptic_geometry.gaussianity import delta_cdf, domain_mask, dual_change, gaussian_floor
+from synaptic_geometry.gaussianity import delta_cdf, delta_cdf_batch, domain_mask, dual_change, gaussian_floor
 from synaptic_geometry.identify.errors import MeasurementError, show
 from synaptic_geometry.potentials import CANDIDATE_POTENTIALS, Potential, get_potential
 
@@ -23,8 +24,13 @@ INVALID_POLICIES = ("error", "drop_rows", "drop_candidates")
 #: the book's biology chapter shows how many synapses a decisive answer needs.
 MIN_SYNAPSES = 20
 
+#: Width of the printed summary's lines (the table excepted), so that it reads in a narrow terminal.
+SUMMARY_WIDTH = 72
+
 #: Exact Gaussian samples of the data's size whose Delta-CDF makes the floor printed beside the scores.
 N_FLOOR = 200
+# bootstrap resamples are scored in batches of about this many values (memory about 16 MB per array)
+_BOOT_VALUES = 2_000_000
 
 
 @dataclass
@@ -59,7 +65,7 @@ class IdentifyResult:
             self.table.to_string(index=False, float_format=lambda x: f"{x:.4f}"),
             f"Gaussian floor ({self.n_floor} exact Gaussian samples of {self.n_synapses}, {statistic}): median "
             f"{self.floor[0]:.4f}, {level} below {self.floor[1]:.4f}",
-            f"best: {self.best} (lowest Delta-CDF in {100 * self.best_fraction:.1f}% of resamples); "
+            f"best: {self.best} (lowest Delta-CDF in {100 * self.best_fraction:.1f}% of resamples)",
             f"margin to {self.runner_up}: {self.margin:.4f} [{self.margin_ci[0]:.4f}, {self.margin_ci[1]:.4f}]",
             "verdict: " + ("decisive" if self.decisive else
                            "not decisive (the interval of the margin reaches 0 or the best wins too rarely)"),
@@ -68,7 +74,7 @@ class IdentifyResult:
             lines.append(f"dropped {len(self.dropped_rows)} row(s) unusable by sign-keeping candidates: {show(self.dropped_rows)}")
         if self.dropped_candidates:
             lines.append(f"dropped candidate(s): {', '.join(self.dropped_candidates)}")
-        return "\n".join(lines)
+        return wrap_lines(lines)
 
     def to_dict(self) -> dict:
         """JSON-ready summary (without the per-synapse changes)."""
@@ -91,6 +97,16 @@ class IdentifyResult:
             "dropped_rows": self.dropped_rows,
             "dropped_candidates": self.dropped_candidates,
         }
+
+
+def wrap_lines(lines: Sequence[str], width: int = SUMMARY_WIDTH) -> str:
+    """Join ``lines``, wrapping each single-line entry at ``width`` (continuations indented);
+    entries that already hold several lines (tables) are kept as they are."""
+    out = []
+    for line in lines:
+        out.append(line if "\n" in line else textwrap.fill(line, width, subsequent_indent="  ",
+                                                           break_on_hyphens=False))
+    return "\n".join(out)
 
 
 # --------------------------------------------------------------------------- validation
@@ -246,11 +262,16 @@ def identify_measurements(
 
     rng = np.random.default_rng(seed)
     boot = np.empty((n_boot, len(names)))
-    for b in range(n_boot):
-        idx = rng.integers(0, n, n)
+    per_batch = max(1, min(n_boot, _BOOT_VALUES // n))  # resamples scored at once (one sort of all)
+    for first in range(0, n_boot, per_batch):
+        idx = np.stack([rng.integers(0, n, n) for _ in range(min(per_batch, n_boot - first))])
         for k, name in enumerate(names):
             resampled = changes[name][idx]
-            boot[b, k] = delta_cdf(resampled, centered=centered) if np.std(resampled) > 0 else np.inf
+            spread = np.std(resampled, axis=1) > 0
+            scores = np.full(len(idx), np.inf)  # a resample without spread cannot be scored
+            if spread.any():
+                scores[spread] = delta_cdf_batch(resampled[spread], centered=centered)
+            boot[first:first + len(idx), k] = scores
     found = verdict(full, boot, names, confidence)
     floor = gaussian_floor(n, N_FLOOR, seed, centered)
     return IdentifyResult(
