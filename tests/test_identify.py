@@ -318,6 +318,28 @@ def test_package_reexports_every_module_function():
                 assert getattr(M, name) is getattr(module, name), name
 
 
+def test_bootstrap_in_batches_equals_one_resample_at_a_time(monkeypatch):
+    """The resamples are scored in batches (several batches here); each interval is what scoring
+    the same resamples one at a time with the scalar Delta-CDF gives."""
+    from synaptic_geometry.gaussianity import delta_cdf, dual_change
+    from synaptic_geometry.identify import statistics
+
+    monkeypatch.setattr(statistics, "_BOOT_VALUES", 7 * 400)  # 7 resamples per batch
+    rng = np.random.default_rng(5)
+    before = np.exp(rng.standard_normal(400))
+    after = before * np.exp(0.2 * rng.standard_normal(400))
+    result = statistics.identify_measurements(before, after, candidates=["negative_entropy", "2-norm"], n_boot=100, seed=3)
+    draws = np.random.default_rng(3)
+    idx = [draws.integers(0, 400, 400) for _ in range(100)]
+    for name in ("negative_entropy", "2-norm"):
+        change = dual_change(before, after, name)
+        boot = np.array([delta_cdf(change[i]) for i in idx])
+        row = result.table.set_index("candidate").loc[name]
+        low, high = np.quantile(boot, [(1 - result.confidence) / 2, (1 + result.confidence) / 2])
+        assert row["ci_low"] == pytest.approx(low, rel=1e-12) and row["ci_high"] == pytest.approx(high, rel=1e-12)
+
+
+
 def test_share_upper_bound():
     assert M.share_upper_bound(0, 20) == pytest.approx(1 - 0.05 ** (1 / 20))
     assert 0.13 < M.share_upper_bound(0, 20) < 0.14

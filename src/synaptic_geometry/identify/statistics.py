@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from synaptic_geometry.gaussianity import delta_cdf, domain_mask, dual_change, gaussian_floor
+from synaptic_geometry.gaussianity import delta_cdf, delta_cdf_batch, domain_mask, dual_change, gaussian_floor
 from synaptic_geometry.identify.errors import MeasurementError, show
 from synaptic_geometry.potentials import CANDIDATE_POTENTIALS, Potential, get_potential
 
@@ -29,6 +29,8 @@ SUMMARY_WIDTH = 72
 
 #: Exact Gaussian samples of the data's size whose Delta-CDF makes the floor printed beside the scores.
 N_FLOOR = 200
+# bootstrap resamples are scored in batches of about this many values (memory about 16 MB per array)
+_BOOT_VALUES = 2_000_000
 
 
 @dataclass
@@ -260,11 +262,16 @@ def identify_measurements(
 
     rng = np.random.default_rng(seed)
     boot = np.empty((n_boot, len(names)))
-    for b in range(n_boot):
-        idx = rng.integers(0, n, n)
+    per_batch = max(1, min(n_boot, _BOOT_VALUES // n))  # resamples scored at once (one sort of all)
+    for first in range(0, n_boot, per_batch):
+        idx = np.stack([rng.integers(0, n, n) for _ in range(min(per_batch, n_boot - first))])
         for k, name in enumerate(names):
             resampled = changes[name][idx]
-            boot[b, k] = delta_cdf(resampled, centered=centered) if np.std(resampled) > 0 else np.inf
+            spread = np.std(resampled, axis=1) > 0
+            scores = np.full(len(idx), np.inf)  # a resample without spread cannot be scored
+            if spread.any():
+                scores[spread] = delta_cdf_batch(resampled[spread], centered=centered)
+            boot[first:first + len(idx), k] = scores
     found = verdict(full, boot, names, confidence)
     floor = gaussian_floor(n, N_FLOOR, seed, centered)
     return IdentifyResult(
