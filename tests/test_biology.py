@@ -5,6 +5,7 @@ import pytest
 
 from synaptic_geometry.experiments import biology as B
 from synaptic_geometry.gaussianity import delta_cdf, dual_change, identify
+from synaptic_geometry.potentials import get_potential
 
 
 def test_initial_weights_lognormal_and_dale_signs():
@@ -157,10 +158,19 @@ def test_power_analysis_through_store(tmp_path):
     assert first["accuracy"].shape == (2, 2)
     assert list(first["conditions"]) == ["perfect", "noisy"]
     np.testing.assert_allclose(first["accuracy"], first["correct"].mean(axis=1))
-    stored = list((tmp_path / "biology_power").glob("*.npz"))
-    assert len(stored) == 1
+    stored = list((tmp_path / "biology_power_condition").glob("*.npz"))
+    assert len(stored) == 2  # one per condition
     again = B.cached_power_analysis(conditions, [30, 100], reps=4, seed=0, root=tmp_path)
-    np.testing.assert_array_equal(first["correct"], again["correct"])
+    direct = B.power_analysis(conditions, [30, 100], reps=4, seed=0)
+    for key in ("correct", "chosen", "mean_delta_cdf", "kept"):
+        np.testing.assert_array_equal(first[key], again[key])
+        np.testing.assert_array_equal(first[key], direct[key])
+    assert list(again["conditions"]) == ["perfect", "noisy"]
+    # resumable: a lost condition is recomputed alone, the other is loaded
+    stored[0].unlink()
+    third = B.cached_power_analysis(conditions, [30, 100], reps=4, seed=0, root=tmp_path)
+    np.testing.assert_array_equal(first["correct"], third["correct"])
+    assert len(list((tmp_path / "biology_power_condition").glob("*.npz"))) == 2
 
 
 def test_synapses_for_accuracy():
@@ -262,6 +272,9 @@ def test_log_shape_table_on_known_shapes():
     runs["w_after"][0, 0, :10] *= -1  # sign changes are left out
     table = B.log_shape_table(runs, seed=0)
     assert list(table["start"]) == ["lognormal", "two_constant"]
+    assert list(table["left out (sign changed)"]) == [10, 0]
+    assert list(table["synapses drawn"]) == [n - 10, n]
+    assert table.loc[0, "skewness standard error"] == pytest.approx(np.sqrt(6 / (n - 10)))
     assert abs(table.loc[0, "skewness of log|w| after"]) < 0.15
     assert table.loc[1, "BIC(2 log-normals) - BIC(1)"] < -100  # two components win clearly
     assert len(table.loc[0, "log-spread per component"]) == 1
@@ -274,6 +287,9 @@ def test_identification_table_names_the_training_geometry(trained):
     table = B.identification_table(runs)
     assert list(table["trained with"]) == ["negative_entropy", "2-norm"]
     assert list(table["identified"]) == ["negative_entropy", "2-norm"]
+    flips = B.sign_flips(trained["2-norm"].w_before, trained["2-norm"].w_after)
+    assert list(table["left out"]) == [0, int(flips.sum())] and flips.sum() > 0
+    assert list(table["analysed"]) == [flips.size, flips.size - int(flips.sum())]
     eg = trained["negative_entropy"]
     direct = identify(eg.w_before, eg.w_after, candidates=B.TRAINED_POTENTIALS)
     for c, d in zip(direct["candidate"], direct["delta_cdf"]):
@@ -308,3 +324,93 @@ def test_noise_tolerance():
     assert B.noise_tolerance(levels, [1.0] * 4, target=1.0) == 0.1
     with pytest.raises(ValueError, match="equal length"):
         B.noise_tolerance(levels, [1.0])
+
+
+def test_skewness_check_on_a_known_change():
+    rng = np.random.default_rng(3)
+    n = 20000
+    w0 = np.exp(rng.normal(0, 1, n))
+    independent = w0 * np.exp(rng.normal(0, 0.5, n))
+    dependent = w0 * np.exp(-0.3 * np.log(w0) + rng.normal(0, 0.1, n))  # change correlated with the start
+    runs = {"inits": np.array(["lognormal"]), "potentials": np.array(["negative_entropy", "2-norm"]),
+            "w_before": w0[None], "w_after": np.stack([independent, dependent])[None]}
+    ok = B.skewness_check(runs)
+    assert abs(ok["correlation"]) < 4 * ok["correlation_se"] and abs(ok["after"]) < 4 * ok["se"]
+    assert ok["beyond_noise"] == (abs(ok["after"]) > 2 * ok["se"])
+    assert ok["se"] == pytest.approx(np.sqrt(6 / n)) and ok["correlation_se"] == pytest.approx(1 / np.sqrt(n))
+    bad = B.skewness_check(runs, potential="2-norm")
+    assert bad["correlation"] < -0.9
+    skewed = dict(runs, w_after=np.stack([w0 * np.exp(rng.exponential(1.0, n)), dependent])[None])
+    assert B.skewness_check(skewed)["beyond_noise"]
+    with pytest.raises(ValueError, match="at least 3"):
+        B.skewness_se(2)
+
+
+def test_count_words_and_needed_words_table():
+    assert B.count_words(float("nan"), [30, 10000]) == "not reached by 10,000"
+    assert B.count_words(30, [30, 10000]) == "30 or fewer"
+    assert B.count_words(1234.4, [30, 10000]) == "about 1,234"
+    power = {"conditions": np.array(["perfect"]), "n_values": np.array([10, 100]),
+             "true_potentials": np.array(["negative_entropy"]), "candidates": np.array(["negative_entropy", "2-norm"]),
+             "accuracy": np.array([[0.5, 1.0]]), "correct": np.array([[[0.5, 1.0]]]),
+             "chosen": np.array([[[[0.5, 0.5], [1.0, 0.0]]]])}
+    words = B.needed_words_table(power, {"perfect": {}})
+    assert words.loc[0, "condition"] == "perfect measurements" and words.loc[0, "accuracy"] == "about 79"  # 10 ** 1.9
+    confusion = B.confusion_table(power, {"perfect": {}})
+    assert confusion.to_dict(orient="records") == [
+        {"condition": "perfect measurements", "true": "negative_entropy", "picked negative_entropy": 1.0,
+         "picked 2-norm": 0.0}]
+
+
+def test_noise_sweep_conditions_curves_and_tolerance():
+    conditions = B.noise_sweep_conditions({"rel_change": 0.3}, [0.01, 0.1])
+    assert list(conditions) == ["mult_noise=0.01", "mult_noise=0.1", "add_noise=0.01", "add_noise=0.1"]
+    assert conditions["add_noise=0.1"] == {"rel_change": 0.3, "add_noise": 0.1}
+    sweep = {"conditions": np.array(list(conditions)), "true_potentials": np.array(["negative_entropy", "2-norm"]),
+             "candidates": np.array(["negative_entropy", "2-norm"]),
+             "accuracy": np.array([[1.0], [0.9], [0.97], [0.96]]),
+             "correct": np.ones((4, 2, 1)), "chosen": np.zeros((4, 2, 1, 2))}
+    sweep["chosen"][:, 0, :, 0] = 1  # negative entropy named when true
+    sweep["chosen"][:, 1, :, 1] = 1
+    curves = B.sweep_curves(sweep, conditions, "add_noise")
+    np.testing.assert_array_equal(curves["levels"], [0.01, 0.1])
+    np.testing.assert_array_equal(curves["accuracy"], [0.97, 0.96])
+    table = B.tolerance_table(sweep, conditions)
+    assert table.set_index("kind").loc["mult_noise", "accuracy"] == 0.01
+    assert table.set_index("kind").loc["add_noise", "accuracy"] == 0.1
+    assert list(table.noise) == ["multiplicative", "additive"]
+
+
+@pytest.mark.parametrize("invalid", ["drop_rows", "drop_candidates"])
+@pytest.mark.parametrize("condition", [{}, {"add_noise": 0.3, "detection_quantile": 0.3}, {"mult_noise": 0.1, "inhibitory_fraction": 0.5}])
+def test_score_experiments_equals_one_experiment_at_a_time(condition, invalid):
+    """The batched scores are the scalar Delta-CDFs of each experiment under the documented rules."""
+    phis = [get_potential(c) for c in B.TRAINED_POTENTIALS]
+    before, after, seen = B.simulate_measurement_batch(200, "2-norm", np.random.default_rng(4), 12, **condition)
+    scores, kept = B.score_experiments(before, after, seen, phis, invalid)
+    flips = 0
+    for r in range(12):
+        b, a = before[r][seen[r]], after[r][seen[r]]
+        ok = B.consistent_rows(b, a)
+        flips += not ok.all()
+        usable = [k for k, p in enumerate(phis) if ok.all() or not p.keeps_sign]
+        if invalid == "drop_rows" or len(usable) < 2:
+            b, a, usable = b[ok], a[ok], list(range(len(phis)))
+        assert kept[r] == b.size
+        expected = np.full(len(phis), np.nan)
+        expected[usable] = [delta_cdf(dual_change(b, a, phis[k])) for k in usable]
+        np.testing.assert_allclose(scores[r], expected, rtol=1e-12, atol=0)
+    assert flips > 0 or not condition.get("add_noise")  # the rules were exercised
+
+
+def test_one_experiment_of_the_batch_is_simulate_measurements():
+    b1, a1 = B.simulate_measurements(500, "3-norm", np.random.default_rng(2), add_noise=0.1, detection_quantile=0.2)
+    b2, a2, seen = B.simulate_measurement_batch(500, "3-norm", np.random.default_rng(2), 1, add_noise=0.1, detection_quantile=0.2)
+    np.testing.assert_array_equal(b1, b2[seen])
+    np.testing.assert_array_equal(a1, a2[seen])
+    # experiments of a batch are independent draws with per-experiment change sizes
+    b, a, _ = B.simulate_measurement_batch(500, "negative_entropy", np.random.default_rng(2), 3)
+    assert not np.allclose(b[0], b[1])
+    c = B.change_scale(b, "negative_entropy", 0.3)
+    assert c.shape == (3, 1)
+    np.testing.assert_allclose(c[:, 0], [B.change_scale(row, "negative_entropy", 0.3) for row in b])

@@ -111,3 +111,106 @@ def test_corrupt_stored_weights(tmp_path):
     stored.write_bytes(stored.read_bytes()[:100])  # truncated file
     with pytest.raises(OSError, match="unreadable"):
         ft.pretrained_model(params, tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Protocol options: pretraining rules, learning-rate rules, the record, the device
+
+FIT = dict(lr_grid=[3e-3, 0.03, 0.1, 0.3, 3.0], epochs=10, max_extensions=0, batch_size=8)
+
+
+def test_learning_rate_rules_choose_as_documented(store_root):
+    pre = ft.pretrain_params("mlp-tiny", **{**PRE, "epochs": 2})
+    runs = {rule: ft.finetune(ft.run_params("mlp-tiny", "2-norm", 0, pre, lr_rule=rule, **FIT), root=store_root)
+            for rule in ft.LR_RULES}
+    lowest, smallest = runs["lowest_loss"], runs["smallest_reaching_100"]
+    # the published rule ran the whole grid and took the lowest final loss
+    assert lowest["search_lr"].tolist() == FIT["lr_grid"]
+    assert float(lowest["lr"]) == float(lowest["search_lr"][np.argmin(lowest["search_loss"])])
+    # the small-change rule searched upwards and stopped at the first rate reaching 100% accuracy
+    assert bool(smallest["reached_100"]) and float(smallest["train_accuracy"]) == 1.0
+    assert float(smallest["search_lr"][-1]) == float(smallest["lr"])
+    assert np.all(smallest["search_accuracy"][:-1] < 1.0)
+    assert smallest["search_lr"].tolist() == FIT["lr_grid"][:len(smallest["search_lr"])]
+    assert float(smallest["lr"]) <= float(lowest["lr"]) or not bool(lowest["reached_100"])
+    for arrays in runs.values():
+        rec = ft.record(arrays)
+        assert set(rec) == set(ft.RECORD_FIELDS) and rec["lr_rule"] in ft.LR_RULES
+        assert rec["lr_at_grid_end"] == (rec["lr"] in (FIT["lr_grid"][0], FIT["lr_grid"][-1]))
+        b, a = ft.weights(arrays)
+        assert rec["relative_change"] == pytest.approx(np.linalg.norm(a - b) / np.linalg.norm(b))
+        assert rec["fraction_crossed_zero"] == pytest.approx(np.mean(np.sign(a) != np.sign(b)))
+        # under the 2-norm the dual change is the weight change itself
+        assert rec["change_magnitude"] == pytest.approx(rec["relative_change"])
+        assert str(arrays["device"]) == "cpu" and not bool(arrays["mixed_precision"])
+
+
+def test_rate_at_the_end_of_the_grid_is_flagged(store_root):
+    pre = ft.pretrain_params("mlp-tiny", **PRE)
+    arrays = ft.finetune(ft.run_params("mlp-tiny", "negative_entropy", 0, pre, lr_grid=[1e-6, 1e-5], epochs=1,
+                                       max_extensions=0), root=store_root)
+    assert bool(arrays["lr_at_grid_end"]) and float(arrays["lr"]) in (1e-6, 1e-5)
+    rec = ft.record(arrays)
+    assert 0 < rec["change_magnitude"] < 1e-3 and rec["fraction_crossed_zero"] == 0.0  # signs kept, tiny steps
+
+
+@pytest.mark.parametrize("rule, options", [("train_accuracy", {"target_accuracy": 0.5}),
+                                           ("loss_plateau", {"patience": 1, "tol": 0.9})])
+def test_pretraining_stops_by_its_rule_and_records_it(tmp_path, rule, options):
+    params = ft.pretrain_params("mlp-tiny", dataset="digits-embedded", epochs=6, lr=0.1, until=rule, **options)
+    arrays = ft.pretrain(params, root=tmp_path)
+    run = int(arrays["epochs_run"])
+    assert bool(arrays["converged"]) and 1 <= run < 6
+    assert arrays["epoch_loss"].shape == arrays["epoch_accuracy"].shape == (run,)
+    if rule == "train_accuracy":  # stopped at the first epoch that reached the target
+        assert arrays["epoch_accuracy"][-1] >= 0.5 and np.all(arrays["epoch_accuracy"][:-1] < 0.5)
+    else:  # stopped at the first epoch that improved the loss by less than 90% over one epoch
+        assert run >= 2 and arrays["epoch_loss"][-1] > 0.1 * arrays["epoch_loss"][-2]
+    assert float(arrays["train_accuracy"]) == pytest.approx(arrays["epoch_accuracy"][-1])
+    missed = ft.pretrain(ft.pretrain_params("mlp-tiny", dataset="digits-embedded", epochs=1, lr=1e-6,
+                                            until="train_accuracy"), root=tmp_path)
+    assert not bool(missed["converged"]) and int(missed["epochs_run"]) == 1  # the cap, recorded as a miss
+    fixed = ft.pretrain(ft.pretrain_params("mlp-tiny", dataset="digits-embedded", epochs=2, lr=0.1), root=tmp_path)
+    assert bool(fixed["converged"]) and int(fixed["epochs_run"]) == 2
+
+
+def test_rule_settings_enter_the_key_only_for_their_rule():
+    a = ft.pretrain_params("mlp-tiny", until="epochs", target_accuracy=0.5)
+    b = ft.pretrain_params("mlp-tiny", until="epochs", target_accuracy=0.9)
+    assert a == b and "target_accuracy" not in a
+    assert ft.pretrain_params("mlp-tiny", until="train_accuracy", target_accuracy=0.9)["target_accuracy"] == 0.9
+    assert ft.pretrain_params("mlp-tiny", until="loss_plateau")["patience"] == 3
+
+
+def test_protocol_options_are_validated():
+    pre = ft.pretrain_params("mlp-tiny", **PRE)
+    with pytest.raises(ValueError, match="lr_rule"):
+        ft.run_params("mlp-tiny", "2-norm", 0, pre, lr_rule="largest")
+    with pytest.raises(ValueError, match="seed"):
+        ft.run_params("mlp-tiny", "2-norm", -1, pre)
+    with pytest.raises(ValueError, match="distinct"):
+        ft.run_params("mlp-tiny", "2-norm", 0, pre, lr_grid=[0.1, 0.1])
+    with pytest.raises(ValueError, match="epochs"):
+        ft.run_params("mlp-tiny", "2-norm", 0, pre, epochs=0)
+    with pytest.raises(ValueError, match="n_samples"):
+        ft.run_params("mlp-tiny", "2-norm", 0, pre, n_samples=1)
+    with pytest.raises(ValueError, match="until"):
+        ft.pretrain_params("mlp-tiny", until="forever")
+    with pytest.raises(ValueError, match="target_accuracy"):
+        ft.pretrain_params("mlp-tiny", until="train_accuracy", target_accuracy=1.5)
+    with pytest.raises(ValueError, match="patience"):
+        ft.pretrain_params("mlp-tiny", until="loss_plateau", patience=0)
+    assert ft.run_params("mlp-tiny", "2-norm", 0, pre, lr_grid=[1.0, 0.1])["lr_grid"] == [0.1, 1.0]
+
+
+def test_device_is_a_machine_setting_outside_the_key(store_root):
+    params = tiny_run()
+    assert ft.finetune.key(params, device="cpu") == ft.finetune.key(params) == ft.finetune.key(params, device="auto")
+    with pytest.raises(ValueError, match="device"):
+        ft.run_all([params], root=store_root, executor="serial", device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="cuda"):
+            ft.run_all([params], root=store_root, executor="serial", device="cuda")
+    first, second = ft.run_all([params], root=store_root, executor="serial", progress=False, device="cpu")
+    assert first.ok and second.ok
+    assert str(ft.finetune(params, root=store_root, device="cpu")["device"]) == "cpu"

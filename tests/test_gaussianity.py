@@ -14,9 +14,11 @@ from synaptic_geometry.gaussianity import (
     as_flat_array,
     change_magnitude,
     delta_cdf,
+    delta_cdf_batch,
     delta_cdf_grid,
     domain_mask,
     dual_change,
+    gaussian_floor,
     identify,
 )
 from synaptic_geometry.potentials import get_potential
@@ -383,3 +385,61 @@ def test_gaussian_floor_is_the_sampling_floor_and_is_seeded():
         gaussian_floor(1)
     with pytest.raises(ValueError, match="n_samples"):
         gaussian_floor(100, n_samples=0)
+
+
+# ---------------------------------------------------------------- the batched Delta-CDF
+
+
+@pytest.mark.parametrize("centered", [False, True])
+@pytest.mark.parametrize("n", [2, 3, 50, 1001])
+def test_delta_cdf_batch_equals_the_scalar(n: int, centered: bool) -> None:
+    """Rows of different laws (normal, shifted, heavy-tailed, with ties): each the scalar value."""
+    rng = np.random.default_rng(n)
+    rows = np.stack([rng.standard_normal(n), rng.standard_normal(n) + 0.7, rng.standard_t(2, n),
+                     np.round(rng.standard_normal(n), 1), rng.lognormal(0, 1, n)])
+    if n == 2:
+        rows[3] = [0.0, 1.0]  # rounding may tie both values: keep the row valid
+    batch = delta_cdf_batch(rows, centered=centered)
+    scalar = np.array([delta_cdf(r, centered) for r in rows])
+    np.testing.assert_allclose(batch, scalar, rtol=1e-13, atol=0)
+    if n > 2:  # two values always standardise to -1 and 1 (uncentred: nearly)
+        assert len(set(np.round(scalar, 12))) == len(scalar)  # the rows really differ
+
+
+def test_delta_cdf_batch_with_mask_equals_the_scalar_on_the_kept_values() -> None:
+    rng = np.random.default_rng(3)
+    changes = rng.standard_t(4, (40, 300))
+    mask = rng.random(changes.shape) < rng.uniform(0.02, 1.0, (40, 1))  # rows keep 2..300 values
+    mask[:, :2] = True
+    mask[5] = True  # a full row, and rows sharing a count
+    mask[6] = mask[7]
+    changes[~mask] = np.nan  # ignored, whatever they hold
+    batch = delta_cdf_batch(changes, mask)
+    scalar = np.array([delta_cdf(c[m]) for c, m in zip(changes, mask)])
+    np.testing.assert_allclose(batch, scalar, rtol=1e-13, atol=0)
+    assert mask[6].sum() == mask[7].sum() and len(np.unique(mask.sum(axis=1))) > 20
+
+
+def test_gaussian_floor_rows_are_the_sequential_samples() -> None:
+    """The batched floor scores exactly the samples that successive draws of n values give."""
+    rng = np.random.default_rng(9)
+    sequential = np.array([delta_cdf(rng.standard_normal(200)) for _ in range(6)])
+    np.testing.assert_allclose(gaussian_floor(200, 6, seed=9), sequential, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize(
+    "changes, mask, message",
+    [
+        (np.ones((2, 5)), None, r"change row 0 is constant"),
+        (np.array([[0.0, 1.0, 2.0], [1.0, np.inf, 0.0]]), None, r"change row 1 contains 1 non-finite"),
+        (np.array([[0.0, 1.0, 2.0], [1.0, np.nan, 0.0]]), np.array([[1, 1, 1], [1, 1, 0]], bool), r"change row 1 contains 1 non-finite"),
+        (np.array([[0.0, 1.0, 2.0], [1.0, 2.0, 0.0]]), np.array([[1, 1, 1], [1, 0, 0]], bool), r"change row 1 has 1 value"),
+        (np.array([[0.0, 1.0, 2.0], [3.0, 3.0, 0.0]]), np.array([[1, 1, 1], [1, 1, 0]], bool), r"change row 1 is constant"),
+        (np.zeros(4), None, r"2-D array"),
+        (np.zeros((2, 1)), None, r"at least 2 values"),
+        (np.zeros((2, 3)), np.ones((2, 2), bool), r"mask must be a boolean array"),
+    ],
+)
+def test_delta_cdf_batch_bad_input_raises(changes, mask, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        delta_cdf_batch(changes, mask)

@@ -58,7 +58,7 @@ def test_torchvision_architecture_errors(tmp_path):
         has_torchvision = False
     if not has_torchvision:
         with pytest.raises(ImportError, match="torchvision is not importable"):
-            models.build_torchvision("resnet18", weights_path=tmp_path / "w.pt")
+            models.build_torchvision("resnet34", weights_path=tmp_path / "w.pt")  # not written here
     with pytest.raises(ValueError, match="unknown torchvision architecture"):
         models.build_torchvision("resnet50")
 

@@ -515,3 +515,128 @@ def test_low_precision_is_computed_in_float32_and_rounded_once(name, dtype, pote
     assert (w.detach().float() == expected).float().mean() > 0.97
     buffer = opt.state[w]["momentum_buffer"]
     assert buffer.dtype == torch.float32 and torch.equal(buffer, g32)
+
+
+# ---------------------------------------------------------------- the 2-norm on torch's fused SGD kernel
+
+
+@pytest.fixture
+def sgd_calls(monkeypatch):
+    """Count calls of the 2-norm's fused path (torch's fused SGD kernel on checked blocks of 16 elements)."""
+    monkeypatch.setattr(optim, "_SGD_BLOCK", 16)
+    calls = []
+    kernel = optim._sgd_kernel()
+
+    def counted(*args):
+        calls.append(len(args[0]))
+        return kernel(*args)
+
+    monkeypatch.setattr(optim, "_sgd_kernel", lambda: counted)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kwargs", SGD_SETTINGS, ids=lambda k: ",".join(k) or "plain")
+def test_2_norm_fused_path_is_torch_fused_sgd(sgd_calls, kwargs, dtype):
+    """The fused 2-norm path runs torch's fused SGD kernel block by block: it gives what
+    torch.optim.SGD(fused=True) gives, and what this package's own kernel and the foreach path give."""
+    ours, opt = run(lambda p: MirrorDescent(p, lr=0.05, potential="2-norm", **path("fused"), **kwargs), dtype=dtype, steps=20)
+    assert sgd_calls == [len(SHAPES)] * 20
+    ref, ref_opt = run(lambda p: torch.optim.SGD(p, lr=0.05, fused=True, **kwargs), dtype=dtype, steps=20)
+    foreach, _ = run(lambda p: MirrorDescent(p, lr=0.05, potential="2-norm", **path("foreach"), **kwargs), dtype=dtype, steps=20)
+    optim.ROUTE_TWO_NORM_TO_TORCH_SGD = False
+    try:
+        own, _ = run(lambda p: MirrorDescent(p, lr=0.05, potential="2-norm", **path("fused"), **kwargs), dtype=dtype, steps=20)
+    finally:
+        optim.ROUTE_TWO_NORM_TO_TORCH_SGD = True
+    assert len(sgd_calls) == 20  # the own kernel did not go through torch's
+    tol = dict(rtol=1e-6, atol=1e-7) if dtype == torch.float32 else dict(rtol=1e-13, atol=1e-15)
+    for a, b, c, d in zip(ours, ref, foreach, own):
+        torch.testing.assert_close(a, b, **tol)
+        torch.testing.assert_close(a, c, **tol)
+        torch.testing.assert_close(a, d, **tol)
+    if kwargs.get("momentum"):
+        for p, q in zip(opt.param_groups[0]["params"], ref_opt.param_groups[0]["params"]):
+            torch.testing.assert_close(opt.state[p]["momentum_buffer"], ref_opt.state[q]["momentum_buffer"], **tol)
+
+
+def test_2_norm_low_precision_uses_the_own_kernel(sgd_calls):
+    """float16 weights keep float32 buffers, which torch's fused SGD cannot take: the own kernel runs."""
+    params = [torch.randn(40, dtype=torch.float16).requires_grad_(), torch.randn(40).requires_grad_()]
+    opt = MirrorDescent(params, lr=0.1, momentum=0.9, **path("fused"))
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    assert sgd_calls == [] and opt.state[params[0]]["momentum_buffer"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("where", ["gradient", "weight", "momentum buffer"])
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_2_norm_fused_non_finite_matches_the_own_kernel(sgd_calls, where, bad):
+    """A non-finite element in the middle block of a parameter: the same error as the own kernel,
+    and the same elements written (every finite one of that parameter; none after it)."""
+    outcome = []
+    for route in (True, False):
+        optim.ROUTE_TWO_NORM_TO_TORCH_SGD = route
+        try:
+            params = make_weights(3, dtype=torch.float32, shapes=[(10,), (70,), (33,)])
+            opt = MirrorDescent(params, lr=0.1, momentum=0.9, potential="2-norm", **path("fused"))
+            gen = torch.Generator().manual_seed(1)
+            set_grads(params, gen)
+            opt.step()
+            set_grads(params, gen)
+            with torch.no_grad():
+                target = {"gradient": params[1].grad, "weight": params[1], "momentum buffer": opt.state[params[1]]["momentum_buffer"]}[where]
+                target[37] = bad
+            before = [p.detach().clone() for p in params]
+            with pytest.raises(FloatingPointError, match=rf"non-finite {where} \(nan or inf\) in parameter 1 of param group 0 \(shape \(70,\)\)"):
+                opt.step()
+        finally:
+            optim.ROUTE_TWO_NORM_TO_TORCH_SGD = True
+        after = [p.detach().clone() for p in params]
+        changed = (after[1] != before[1]) & ~(after[1].isnan() & before[1].isnan())
+        assert not bool(changed[37]) and bool(changed[:37].all()) and bool(changed[38:].all())
+        assert not torch.equal(after[0], before[0]) and torch.equal(after[2], before[2])
+        outcome.append((after, [opt.state[p]["momentum_buffer"].clone() for p in params]))
+    assert len(sgd_calls) == 2  # the routed runs' two steps
+    for a, b in zip(*[o[0] + o[1] for o in outcome]):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("saved_with, loaded_into", [("fused", "fused"), ("fused", "foreach"), ("foreach", "fused"), ("single", "fused")])
+def test_2_norm_state_dict_round_trip_across_paths(tmp_path, sgd_calls, saved_with, loaded_into, dtype):
+    """Checkpoint after 3 steps on one path, resume on another: bit for bit what switching in place gives."""
+    kwargs = dict(lr=0.02, momentum=0.9, nesterov=True, weight_decay=1e-3, potential="2-norm")
+    gen = torch.Generator().manual_seed(5)
+    grads = [[torch.randn(s, generator=gen, dtype=dtype) for s in SHAPES] for _ in range(8)]
+
+    def apply(params, opt, gs):
+        for p, g in zip(params, gs):
+            p.grad = g.clone()
+        opt.step()
+
+    straight = make_weights(4, dtype)
+    opt = MirrorDescent(straight, **kwargs, **path(saved_with))
+    for k, gs in enumerate(grads):
+        if k == 3:
+            opt.param_groups[0].update(path(loaded_into))
+        apply(straight, opt, gs)
+
+    first = make_weights(4, dtype)
+    opt1 = MirrorDescent(first, **kwargs, **path(saved_with))
+    for gs in grads[:3]:
+        apply(first, opt1, gs)
+    torch.save({"weights": [p.detach() for p in first], "optimizer": opt1.state_dict()}, tmp_path / "c.pt")
+    loaded = torch.load(tmp_path / "c.pt", weights_only=True)
+    resumed = [w.clone().requires_grad_() for w in loaded["weights"]]
+    opt2 = MirrorDescent(resumed, lr=1.0, potential="3-norm", **path(loaded_into))
+    opt2.load_state_dict(loaded["optimizer"])
+    assert opt2.param_groups[0]["potential"] == "2-norm"
+    for gs in grads[3:]:
+        apply(resumed, opt2, gs)
+    for a, b in zip(straight, resumed):
+        assert torch.equal(a, b)
+    for p, q in zip(straight, resumed):
+        assert torch.equal(opt.state[p]["momentum_buffer"], opt2.state[q]["momentum_buffer"])
+    assert len(sgd_calls) > 0

@@ -329,3 +329,21 @@ def test_imagenet_path_on_a_tiny_folder(tmp_path):
     torch.save(simsiam.build("resnet50", 3, width=4, dim=8, pred_dim=4).state_dict(), wrong)
     with pytest.raises(ValueError, match="do not fit SimSiam"):
         simsiam.pretrained_model(simsiam.imagenet_params(str(wrong), str(folder), width=2, dim=8, pred_dim=4))
+
+
+def test_rules_share_the_runs_of_the_grid(pretraining):
+    params, root, _ = pretraining
+    common = dict(lr_grid=(0.001, 0.1), epochs=1, batch_size=16, n_samples=30)
+    first = simsiam.finetune(simsiam.finetune_params("2-norm", 5, params, lr_rule="lowest_loss", **common), root=root)
+    second_params = simsiam.finetune_params("2-norm", 5, params, lr_rule="smallest_near_best", **common)
+    shared = {k: second_params[k] for k in simsiam.RATE_KEYS}
+    assert all(simsiam.finetune_at_rate({**shared, "lr": lr}, root=root).from_store for lr in (0.001, 0.1))
+    second = simsiam.finetune(second_params, root=root)
+    np.testing.assert_array_equal(first["search_loss"], second["search_loss"])
+    chosen = float(second["lr"])
+    index = int(np.flatnonzero(second["search_lr"] == chosen)[0])
+    at_rate = simsiam.finetune_at_rate({**shared, "lr": chosen}, root=root)
+    name = str(second["layers"][0])
+    np.testing.assert_array_equal(second[f"after/{name}"], at_rate[f"after/{name}"])
+    assert float(second["loss_after"]) == second["search_loss"][index]
+    assert 0 <= float(second["fraction_crossed_zero"]) <= 1 and float(second["relative_change"]) > 0

@@ -154,3 +154,21 @@ def test_an_experiment_called_inside_another_uses_its_store(tmp_path, monkeypatc
     outer(n=2, root=tmp_path / "chosen")
     assert list((tmp_path / "chosen" / "inner_demo").glob("*.npz"))
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_machine_arguments_reach_the_function_but_not_the_key(tmp_path):
+    seen = []
+
+    @store.experiment("machine_demo", machine=("device",))
+    def demo(n: int, device: str = "cpu"):
+        seen.append(device)
+        return {"x": np.arange(float(n))}
+
+    first = demo(n=3, device="cpu", root=tmp_path)
+    second = demo(n=3, device="cuda", root=tmp_path)  # same key: loaded, not recomputed
+    assert seen == ["cpu"] and second.from_store and not first.from_store
+    assert demo.key(n=3, device="cpu") == demo.key(n=3, device="cuda") == demo.key(n=3)
+    assert demo.path(n=3, device="cuda", root=tmp_path).exists()
+    assert "device" not in second.provenance["params"]
+    with pytest.raises(TypeError, match="machine argument"):
+        store.experiment("bad_machine", machine=("gpu",))(lambda n: {"x": np.zeros(1)})

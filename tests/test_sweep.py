@@ -126,3 +126,91 @@ def test_bad_input(job_env):
         sweep.run_sweep("sweepjobs:job", [{"j": 0}], root=job_env, executor="serial")
     with pytest.raises(TypeError, match="JSON"):
         sweep.run_sweep("sweepjobs:job", [{"i": object()}], root=job_env, executor="serial")
+
+
+SLOW_JOB_MODULE = '''
+import os, time
+from pathlib import Path
+import numpy as np
+from synaptic_geometry.infra.store import experiment
+
+@experiment("array_demo")
+def job(i):
+    markers = Path(os.environ["SWEEP_MARKERS"])
+    markers.mkdir(parents=True, exist_ok=True)
+    (markers / f"{i}-{os.getpid()}").write_text(str(os.getpid()))
+    if str(i) == os.environ.get("SWEEP_SLOW", ""):
+        time.sleep(120)
+    return {"value": np.array(i ** 2)}
+'''
+
+
+def test_submitit_killed_array_task_resumes(job_env, monkeypatch):
+    """An array of 3 tasks on submitit's local executor; task 1 is killed (SIGKILL) while the
+    others finish. The sweep records the lost task; rerunning it runs that task only, and the
+    results of the others are intact (same bytes, loaded, not recomputed)."""
+    import threading
+
+    (job_env / "arrayjobs.py").write_text(SLOW_JOB_MODULE)
+    monkeypatch.setenv("SWEEP_SLOW", "1")
+    jobs = [{"i": i} for i in range(3)]
+    root = job_env / "store"
+    options = {"timeout_min": 3}
+    outcome = {}
+
+    def first_run():
+        outcome["result"] = sweep.run_sweep("arrayjobs:job", jobs, root=root, executor="submitit", workers=3,
+                                            cluster="local", executor_options=options, progress=False)
+
+    thread = threading.Thread(target=first_run, daemon=True)
+    thread.start()
+    deadline = time.time() + 120
+    while not (sweep.is_done("arrayjobs:job", jobs[0], root) and sweep.is_done("arrayjobs:job", jobs[2], root)
+               and starts(job_env, 1) == 1):
+        assert thread.is_alive() and time.time() < deadline, "the array's tasks did not start and finish in time"
+        time.sleep(0.1)
+    pid = int(next((job_env / "markers").glob("1-*")).read_text())
+    os.kill(pid, signal.SIGKILL)  # the task dies as on a node failure: no result, nothing half-written
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    killed = outcome["result"]
+    assert (killed.n_computed, len(killed.failures)) == (2, 1)
+    assert "i=1" in killed.failures[0]["label"] and "failed" in killed.failures[0]["error"]
+    assert not sweep.is_done("arrayjobs:job", jobs[1], root)
+    import arrayjobs
+
+    kept = {i: arrayjobs.job.path(i=i, root=root).read_bytes() for i in (0, 2)}
+
+    monkeypatch.delenv("SWEEP_SLOW")
+    resumed = sweep.run_sweep("arrayjobs:job", jobs, root=root, executor="submitit", workers=3, cluster="local",
+                              executor_options=options, progress=False)
+    assert (resumed.n_cached, resumed.n_computed, resumed.failures) == (2, 1, [])
+    assert [starts(job_env, i) for i in range(3)] == [1, 2, 1]  # only the killed task ran again
+    assert all(arrayjobs.job.path(i=i, root=root).read_bytes() == kept[i] for i in (0, 2))
+    values = [int(np.load(arrayjobs.job.path(i=i, root=root), allow_pickle=False)["value"]) for i in range(3)]
+    assert values == [0, 1, 4]
+
+
+def test_submitit_options_from_the_environment(job_env, monkeypatch):
+    """$SYNAPTIC_GEOMETRY_SUBMITIT reaches submitit's parameters; explicit options win; bad JSON is refused."""
+    import submitit
+
+    seen = {}
+    original = submitit.AutoExecutor.update_parameters
+
+    def record(self, **kwargs):
+        seen.update(kwargs)
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(submitit.AutoExecutor, "update_parameters", record)
+    monkeypatch.setenv(sweep.SUBMITIT_ENV, '{"timeout_min": 3, "slurm_partition": "gpu", "gpus_per_node": 0}')
+    result = sweep.run_sweep("sweepjobs:job", [{"i": 0}], root=job_env / "store", executor="submitit", workers=4,
+                             cluster="local", executor_options={"gpus_per_node": 0, "timeout_min": 2}, progress=False)
+    assert result.ok and result.n_computed == 1
+    assert seen == {"slurm_array_parallelism": 4, "timeout_min": 2, "slurm_partition": "gpu", "gpus_per_node": 0}
+    monkeypatch.setenv(sweep.SUBMITIT_ENV, "timeout=3")
+    with pytest.raises(ValueError, match="JSON object"):
+        sweep.submitit_options_from_env()
+    monkeypatch.setenv(sweep.SUBMITIT_ENV, "[1]")
+    with pytest.raises(ValueError, match="JSON object"):
+        sweep.submitit_options_from_env()

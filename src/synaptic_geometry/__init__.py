@@ -8,7 +8,10 @@ The public API is the core that every chapter and the identify tool build on:
 * the optimizer: :class:`MirrorDescent` (a sibling of ``torch.optim.SGD``) and its functional
   core :func:`mirror_descent`;
 * Gaussianity statistics: :func:`dual_change`, :func:`delta_cdf`, :func:`change_magnitude`,
-  :func:`identify` and :func:`domain_mask`.
+  :func:`identify` and :func:`domain_mask`;
+* the scale-structure-aware statistic: :func:`rowcol_normalize` (alternating row and column RMS
+  normalisation of a layer's dual change), :func:`corrected_delta_cdf`,
+  :func:`identify_corrected` and its null :func:`corrected_gaussian_floor`.
 
 The chapters' experiments live in :mod:`synaptic_geometry.experiments`, the identify tool in
 :mod:`synaptic_geometry.identify`, the results store and sweeps in :mod:`synaptic_geometry.infra`,
@@ -18,12 +21,22 @@ and the book build in :mod:`synaptic_geometry.book`.
 from synaptic_geometry.gaussianity import (
     change_magnitude,
     delta_cdf,
+    delta_cdf_batch,
     domain_mask,
     dual_change,
     gaussian_floor,
     identify,
 )
 from synaptic_geometry.optim import MirrorDescent, mirror_descent
+from synaptic_geometry.scale_correction import (
+    corrected_change,
+    corrected_delta_cdf,
+    corrected_gaussian_floor,
+    identify_corrected,
+    layer_matrix,
+    rowcol_normalize,
+    scale_mixture,
+)
 from synaptic_geometry.potentials import (
     CANDIDATE_POTENTIALS,
     TRAINED_POTENTIALS,
@@ -46,12 +59,20 @@ __all__ = [
     "PNorm",
     "Potential",
     "change_magnitude",
+    "corrected_change",
+    "corrected_delta_cdf",
+    "corrected_gaussian_floor",
     "delta_cdf",
+    "delta_cdf_batch",
     "display_name",
     "domain_mask",
     "dual_change",
     "gaussian_floor",
     "get_potential",
     "identify",
+    "identify_corrected",
+    "layer_matrix",
     "mirror_descent",
+    "rowcol_normalize",
+    "scale_mixture",
 ]

@@ -1,15 +1,17 @@
-"""The ``synaptic-geometry`` command: build the book, or test measured synapses for a geometry."""
+"""The ``synaptic-geometry`` command: build the book, test measured synapses for a geometry, or rerun a finetuning run."""
 
 from __future__ import annotations
 
 import sys
 
 from synaptic_geometry.book.build import main as book_main
-from synaptic_geometry.identify.tool import main as identify_main
+from synaptic_geometry.experiments.finetune_command import main as finetune_main
+from synaptic_geometry.identify import main as identify_main
 
 COMMANDS = {
     "book": "execute the chapters at a profile and build the HTML book (see `synaptic-geometry book --help`)",
     "identify": "which geometry makes the change between BEFORE.csv and AFTER.csv most Gaussian",
+    "finetune": "run or load one deep-network finetuning run (ARCH --potential P --seed S) and score it",
 }
 
 
@@ -25,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     if command == "book":
 
         return book_main(rest)
+    if command == "finetune":
+        return finetune_main(rest)
     if command == "identify":
 
         return identify_main(rest)

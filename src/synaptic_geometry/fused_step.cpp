@@ -10,6 +10,7 @@
 // torch.utils.cpp_extension and registered as torch.ops.synaptic_geometry.mirror_descent_step
 // (see optim._fused_kernel); the potentials are numbered as in optim.py.
 
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <ATen/cpu/vec/vec.h>
@@ -206,6 +207,87 @@ int64_t mirror_descent_step(at::TensorList weights, at::TensorList grads, at::Te
   return -1;
 }
 
+// The 2-norm step through torch's own fused SGD kernel (at::_fused_sgd_), with this file's
+// finiteness test. Each tensor is cut into blocks that fit in a core's L2 cache; each thread takes
+// whole blocks. A block is first run dry (update<TWO_NORM> without stores, reading the weight,
+// gradient and buffer from memory), then, if every element of it is finite, updated by torch's
+// kernel from the cache; a block with a non-finite element is updated by step_tensor instead (which
+// writes its finite elements only), so what is written is exactly what mirror_descent_step writes.
+template <typename S>
+bool dry_run_finite(const S* w, const S* g, const S* b, bool fresh, int64_t n, const Hyper<S>& h) {
+  using V = Vectorized<S>;
+  constexpr int all_lanes = (1 << V::size()) - 1;
+  V acc(0), w_new, b_new;
+  int64_t i = 0;
+  for (; i + V::size() <= n; i += V::size()) {
+    acc = acc + update<TWO_NORM, V, S>(V::loadu(w + i), V::loadu(g + i), h.has_buffer ? V::loadu(b + i) : V(0),
+                                       fresh, h, w_new, b_new);
+  }
+  S tail = 0, ws = 0, bs = 0;
+  for (; i < n; ++i) tail += update<TWO_NORM, S, S>(w[i], g[i], h.has_buffer ? b[i] : S(0), fresh, h, ws, bs);
+  return acc.zero_mask() == all_lanes && tail == 0;
+}
+
+template <typename S>
+bool sgd_tensor(const at::Tensor& w, const at::Tensor& g, const at::Tensor* b, bool fresh, const Hyper<S>& h,
+                int64_t block) {
+  const int64_t n = w.numel();
+  const at::Tensor wf = w.view({-1}), gf = g.view({-1});
+  const at::Tensor bf = b ? b->view({-1}) : at::Tensor();
+  S* wp = w.data_ptr<S>();
+  const S* gp = g.data_ptr<S>();
+  S* bp = b ? b->data_ptr<S>() : nullptr;
+  std::atomic<bool> finite{true};
+  at::parallel_for(0, (n + block - 1) / block, 1, [&](int64_t first, int64_t last) {
+    at::AutoDispatchBelowADInplaceOrView guard;  // worker threads: straight to the CPU kernel
+    for (int64_t k = first; k < last; ++k) {
+      const int64_t a = k * block, m = std::min(block, n - a);
+      if (dry_run_finite<S>(wp + a, gp + a, bp ? bp + a : nullptr, fresh, m, h)) {
+        std::vector<at::Tensor> bl;
+        if (b) bl.push_back(bf.narrow(0, a, m));
+        at::_fused_sgd_({wf.narrow(0, a, m)}, {gf.narrow(0, a, m)}, bl, static_cast<double>(h.weight_decay),
+                        static_cast<double>(h.momentum), static_cast<double>(h.lr),
+                        1.0 - static_cast<double>(h.one_minus_dampening), h.nesterov, h.maximize, fresh);
+      } else {
+        step_tensor<TWO_NORM, S, S>(wp + a, gp + a, bp ? bp + a : nullptr, fresh, m, h);
+        finite.store(false);
+      }
+    }
+  });
+  return finite.load();
+}
+
+// Same signature and result as mirror_descent_step for the 2-norm; float32 and float64 only.
+int64_t sgd_step(at::TensorList weights, at::TensorList grads, at::TensorList buffers, at::IntArrayRef fresh,
+                 double lr, double momentum, double dampening, double weight_decay, bool nesterov, bool maximize,
+                 int64_t block) {
+  const bool has_buffer = !buffers.empty();
+  TORCH_CHECK(grads.size() == weights.size() && (!has_buffer || (buffers.size() == weights.size() &&
+              fresh.size() == weights.size())), "fused SGD step: lists of unequal lengths");
+  TORCH_CHECK(block > 0, "fused SGD step: block must be positive");
+  const Hyper<double> hd{lr, momentum, 1 - dampening, weight_decay, has_buffer, nesterov, maximize, 1, 1, 0, 0};
+  const Hyper<float> hf{static_cast<float>(lr), static_cast<float>(momentum), static_cast<float>(1 - dampening),
+                        static_cast<float>(weight_decay), has_buffer, nesterov, maximize, 1, 1, 0, 0};
+  for (size_t t = 0; t < weights.size(); ++t) {
+    const at::Tensor& w = weights[t];
+    const at::Tensor& g = grads[t];
+    const at::Tensor* b = has_buffer ? &buffers[t] : nullptr;
+    TORCH_CHECK(w.is_contiguous() && g.is_contiguous() && g.scalar_type() == w.scalar_type() &&
+                g.numel() == w.numel() && (!b || (b->is_contiguous() && b->numel() == w.numel() &&
+                b->scalar_type() == w.scalar_type())),
+                "fused SGD step: tensor ", t, " is not contiguous or does not match its gradient/buffer");
+    const bool f = has_buffer && fresh[t] != 0;
+    bool finite;
+    switch (w.scalar_type()) {
+      case at::kFloat: finite = sgd_tensor<float>(w, g, b, f, hf, block); break;
+      case at::kDouble: finite = sgd_tensor<double>(w, g, b, f, hd, block); break;
+      default: TORCH_CHECK(false, "fused SGD step: float32 or float64 only, got ", w.scalar_type());
+    }
+    if (!finite) return static_cast<int64_t>(t);
+  }
+  return -1;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(synaptic_geometry, m) {
@@ -213,4 +295,7 @@ TORCH_LIBRARY(synaptic_geometry, m) {
         "float lr, float momentum, float dampening, float weight_decay, bool nesterov, bool maximize, "
         "float potential_parameter) -> int");
   m.impl("mirror_descent_step", c10::DispatchKey::CPU, &mirror_descent_step);
+  m.def("sgd_step(Tensor(a!)[] weights, Tensor[] grads, Tensor(b!)[] buffers, int[] fresh, float lr, "
+        "float momentum, float dampening, float weight_decay, bool nesterov, bool maximize, int block) -> int");
+  m.impl("sgd_step", c10::DispatchKey::CPU, &sgd_step);
 }

@@ -24,6 +24,13 @@ Three implementations, chosen at run time like SGD's (``fused`` and ``foreach``)
   once. The kernel is built by ``torch.utils.cpp_extension`` the first time it is needed (about
   15 s, once per machine and source version; cached in torch's extension directory, see
   ``TORCH_EXTENSIONS_DIR``), for the CPU's vector instruction set (AVX-512, AVX2 or plain C++);
+  For the 2-norm (float32 and float64), where mirror descent is SGD, the update itself is torch's
+  own fused SGD kernel (``torch._fused_sgd_``, what ``torch.optim.SGD(fused=True)`` runs): each
+  parameter is cut into blocks that fit in a core's L2 cache, each block is first run dry through
+  this kernel's arithmetic without stores (the non-finite test below, reading the weight, gradient
+  and buffer), then updated by torch's kernel from the cache; a block that fails the test is
+  updated by this kernel instead, so what is written is the same as for every other potential
+  (``ROUTE_TWO_NORM_TO_TORCH_SGD = False`` runs the 2-norm on this kernel too);
 * the multi-tensor path (``torch._foreach_*`` ops), which walks the parameters in cache-sized
   chunks (views, no copies) with one small scratch buffer, so the several elementwise passes of a
   mirror step stay in cache and no parameter-sized temporary is ever allocated;
@@ -113,6 +120,13 @@ _CAPABILITY_FLAGS = {
     "AVX2": ["-mavx2", "-mfma"],
     "DEFAULT": [],
 }
+# The fused 2-norm step runs torch's own fused SGD kernel (at::_fused_sgd_) on blocks of this many
+# elements, each checked just before (a block's weight, gradient and buffer, 384 KiB in float32,
+# stay in a core's L2 cache between the check and the update; larger blocks measured slower).
+_SGD_BLOCK = 1 << 15
+_SGD_DTYPES = (torch.float32, torch.float64)
+# False: the 2-norm uses this package's kernel like every other potential (for benchmarks/tests)
+ROUTE_TWO_NORM_TO_TORCH_SGD = True
 # the potentials as numbered by the kernel's enum Kind
 _TWO_NORM, _THREE_NORM, _ONE_POINT_FIVE_NORM, _P_NORM, _NEGATIVE_ENTROPY, _HYPENTROPY = range(6)
 
@@ -160,6 +174,13 @@ def _fused_kernel():
         return None
     finally:
         os.environ["PATH"] = saved_path
+
+
+def _sgd_kernel():
+    """The fused 2-norm step (``torch.ops.synaptic_geometry.sgd_step``: torch's fused SGD kernel on
+    checked blocks); built with the fused kernel, so call only when :func:`fused_available`."""
+    _fused_kernel()
+    return torch.ops.synaptic_geometry.sgd_step
 
 
 def fused_available() -> bool:
@@ -702,8 +723,14 @@ def _fused_mirror_descent(params, grads, bufs, *, lr, momentum, dampening, neste
     kind, parameter = _fused_kind(potential)
     weights = [params[i] for i in fused]
     buffers = [bufs[i] for i in fused] if momentum != 0 else []
-    stopped = _fused_kernel()(weights, [grads[i] for i in fused], buffers, fresh, kind, lr, momentum, dampening,
-                              weight_decay, nesterov, maximize, parameter)
+    gradients = [grads[i] for i in fused]
+    if kind == _TWO_NORM and ROUTE_TWO_NORM_TO_TORCH_SGD and all(w.dtype in _SGD_DTYPES for w in weights):
+        # mirror descent in the 2-norm is SGD: torch's fused SGD kernel, block by block after the check
+        stopped = _sgd_kernel()(weights, gradients, buffers, fresh, lr, momentum, dampening, weight_decay,
+                                nesterov, maximize, _SGD_BLOCK)
+    else:
+        stopped = _fused_kernel()(weights, gradients, buffers, fresh, kind, lr, momentum, dampening,
+                                  weight_decay, nesterov, maximize, parameter)
     torch.autograd.graph.increment_version(weights + buffers)  # the kernel wrote through data pointers
     if stopped >= 0:
         i = fused[stopped]

@@ -26,9 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 
-from synaptic_geometry.gaussianity import delta_cdf, dual_change, identify
-from synaptic_geometry.infra.store import cached
+from synaptic_geometry.gaussianity import delta_cdf, delta_cdf_batch, dual_change, identify
+from synaptic_geometry.infra.store import cached, experiment
+from synaptic_geometry.infra.sweep import run_sweep
 from synaptic_geometry.potentials import TRAINED_POTENTIALS, Potential, get_potential
 
 INIT_KINDS = ("lognormal", "two_constant")
@@ -43,11 +45,15 @@ __all__ = [
     "cached_learning_runs",
     "log_mixture_fit",
     "change_scale",
+    "BATCH_SYNAPSES",
+    "simulate_measurement_batch",
     "simulate_measurements",
     "consistent_rows",
+    "score_experiments",
     "identification_accuracy",
     "power_analysis",
     "sign_keeping_accuracy",
+    "power_condition",
     "cached_power_analysis",
     "synapses_for_accuracy",
     "describe_condition",
@@ -57,6 +63,15 @@ __all__ = [
     "identification_table",
     "synapses_needed_table",
     "noise_tolerance",
+    "skewness_se",
+    "skewness_check",
+    "count_words",
+    "needed_words_table",
+    "confusion_table",
+    "NOISE_KINDS",
+    "noise_sweep_conditions",
+    "sweep_curves",
+    "tolerance_table",
 ]
 
 
@@ -234,20 +249,30 @@ def log_mixture_fit(weights, n_components: int, seed: int = 0) -> dict[str, np.n
 
 
 # --------------------------------------------------------------------------- measurement simulation
-def change_scale(w0: np.ndarray, potential: str | Potential, rel_change: float) -> float:
+def change_scale(w0: np.ndarray, potential: str | Potential, rel_change: float) -> float | np.ndarray:
     """Dual-space change size that moves the median synapse by a fraction ``rel_change``.
 
     To first order a dual change ``c * xi`` moves a weight by ``c * xi / phi''(w)``, i.e. by the
     fraction ``c * xi / (|w| phi''(w))``; this returns ``c = rel_change * median(|w| phi''(w))``.
+    For a 2-D ``w0`` (experiments x synapses) one ``c`` per row, as a column (experiments x 1).
     """
     phi = get_potential(potential)
+    w0 = np.asarray(w0)
+    if w0.ndim == 2:
+        return rel_change * np.median(np.abs(w0) * phi.hess_diag(w0), axis=1, keepdims=True)
     return float(rel_change * np.median(np.abs(w0) * phi.hess_diag(w0)))
 
 
-def simulate_measurements(
+# experiments simulated at once by identification_accuracy: about this many synapses per batch
+# (a batch of 50000-synapse experiments holds 40 of them; memory about 40 MB per array)
+BATCH_SYNAPSES = 2_000_000
+
+
+def simulate_measurement_batch(
     n: int,
     true_potential: str | Potential,
     rng: np.random.Generator,
+    experiments: int = 1,
     *,
     init: str = "lognormal",
     sigma: float = 1.0,
@@ -258,37 +283,99 @@ def simulate_measurements(
     mult_noise: float = 0.0,
     add_noise: float = 0.0,
     detection_quantile: float = 0.0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Measured weights of ``n`` synapses before and after learning with ``true_potential``.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Measured weights of ``n`` synapses before and after learning, for several experiments.
 
     Learning: ``grad phi(w1) = grad phi(w0) + c * xi`` with xi standard normal and ``c`` from
-    :func:`change_scale`. Measurement, independently before and after: ``w * exp(mult_noise * e1)
-    + add_noise * e2`` (e1, e2 standard normal; sizes are in units of the median initial weight).
-    With ``detection_quantile = q > 0`` a synapse is observed only if both its measured sizes
-    exceed the q-quantile of the true initial sizes, so fewer than ``n`` rows may come back.
+    :func:`change_scale` (per experiment). Measurement, independently before and after: ``w *
+    exp(mult_noise * e1) + add_noise * e2`` (e1, e2 standard normal; sizes are in units of the
+    median initial weight). With ``detection_quantile = q > 0`` a synapse is observed only if both
+    its measured sizes exceed the q-quantile of that experiment's true initial sizes.
+
+    Returns ``before``, ``after`` (experiments x n) and ``seen`` (experiments x n, boolean: the
+    synapses observed). The draws are made for all experiments at once, in the order initial
+    weights, learning, noise before, noise after; one experiment draws exactly what
+    :func:`simulate_measurements` draws.
     """
     phi = get_potential(true_potential)
-    w0 = initial_weights(n, rng, init, sigma, ratio, large_fraction, inhibitory_fraction)
+    n, experiments = _positive_int(n, "n"), _positive_int(experiments, "experiments")
+    shape = (experiments, n)
+    w0 = initial_weights(experiments * n, rng, init, sigma, ratio, large_fraction, inhibitory_fraction).reshape(shape)
     c = change_scale(w0, phi, rel_change)
-    w1 = phi.inv_grad(phi.grad(w0) + c * rng.standard_normal(w0.size), sign=np.sign(w0))
+    w1 = phi.inv_grad(phi.grad(w0) + c * rng.standard_normal(shape), sign=np.sign(w0))
 
     def measure(w):
-        noisy = w * np.exp(mult_noise * rng.standard_normal(w.size)) if mult_noise else w.copy()
+        noisy = w * np.exp(mult_noise * rng.standard_normal(shape)) if mult_noise else w.copy()
         if add_noise:
-            noisy = noisy + add_noise * rng.standard_normal(w.size)
+            noisy += add_noise * rng.standard_normal(shape)
         return noisy
 
     before, after = measure(w0), measure(w1)
     if detection_quantile > 0:
-        threshold = np.quantile(np.abs(w0), detection_quantile)
+        threshold = np.quantile(np.abs(w0), detection_quantile, axis=1, keepdims=True)
         seen = (np.abs(before) > threshold) & (np.abs(after) > threshold)
-        before, after = before[seen], after[seen]
-    return before, after
+    else:
+        seen = np.ones(shape, dtype=bool)
+    return before, after, seen
+
+
+def simulate_measurements(
+    n: int,
+    true_potential: str | Potential,
+    rng: np.random.Generator,
+    **condition,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Measured weights of ``n`` synapses before and after learning with ``true_potential``: one
+    experiment of :func:`simulate_measurement_batch` (same keyword arguments), keeping only the
+    synapses observed, so fewer than ``n`` may come back under a detection limit."""
+    before, after, seen = simulate_measurement_batch(n, true_potential, rng, 1, **condition)
+    return before[seen], after[seen]
 
 
 def consistent_rows(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """Mask of rows usable by sign-keeping candidates: non-zero and the same sign before and after."""
     return (before != 0) & (after != 0) & (np.sign(before) == np.sign(after))
+
+
+def score_experiments(
+    before: np.ndarray,
+    after: np.ndarray,
+    seen: np.ndarray,
+    candidates: Sequence[Potential],
+    invalid: str = "drop_rows",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Delta-CDF of every candidate in every experiment (rows of ``before``/``after``/``seen``).
+
+    Synapses that are zero or change sign cannot be analysed by a sign-keeping candidate; as in
+    the ``identify`` tool, ``invalid="drop_rows"`` drops them for all candidates and
+    ``"drop_candidates"`` drops the sign-keeping candidates from experiments that have any (unless
+    fewer than two candidates would remain: then the synapses are dropped). Returns ``scores``
+    (experiments x candidates; nan where a candidate was not scored, and in whole rows of
+    experiments with fewer than 3 synapses left) and ``kept`` (synapses analysed per experiment).
+    """
+    consistent = seen & consistent_rows(before, after)
+    clean = (consistent == seen).all(axis=1)
+    keepers = np.array([p.keeps_sign for p in candidates])
+    if invalid == "drop_rows" or np.count_nonzero(~keepers) < 2:
+        rows, usable = consistent, np.ones((len(before), len(candidates)), dtype=bool)
+    else:  # an experiment with an inconsistent synapse keeps it and loses its sign-keeping candidates
+        rows = seen
+        usable = clean[:, None] | ~keepers[None, :]
+    kept = rows.sum(axis=1)
+    scores = np.full((len(before), len(candidates)), np.nan)
+    enough = kept >= 3
+    b_safe = np.where(rows, before, 1.0)  # values outside a row's mask are never looked at
+    a_safe = np.where(rows, after, 1.0)
+    todo = [np.flatnonzero(enough & usable[:, k]) for k in range(len(candidates))]
+    changes = [phi.grad(a_safe[r]) - phi.grad(b_safe[r]) for phi, r in zip(candidates, todo) if r.size]
+    if changes:  # one batch for all candidates: they share the row counts, hence the normal quantiles
+        every = np.concatenate([r for r in todo if r.size])
+        values = delta_cdf_batch(np.concatenate(changes), rows[every])
+        start = 0
+        for k, r in enumerate(todo):
+            scores[r, k] = values[start:start + r.size]
+            start += r.size
+    return scores, kept
 
 
 def identification_accuracy(
@@ -304,11 +391,11 @@ def identification_accuracy(
     """Fraction of simulated experiments whose lowest Delta-CDF is the true potential.
 
     For each true potential and synapse count ``n`` (synapses that learn), ``reps`` experiments are
-    simulated with :func:`simulate_measurements` (keyword arguments ``condition``); a random
-    fraction ``n_observed_fraction`` of the synapses is observed. Synapses that are zero or change
-    sign after measurement cannot be analysed by a sign-keeping candidate; as in the ``identify``
-    tool, ``invalid="drop_rows"`` drops them for all candidates and ``"drop_candidates"`` drops
-    the sign-keeping candidates from experiments that have any.
+    simulated with :func:`simulate_measurement_batch` (keyword arguments ``condition``), in batches
+    of about ``BATCH_SYNAPSES`` synapses (the batch size depends on ``n`` only, so results do not
+    depend on the machine); a random fraction ``n_observed_fraction`` of the synapses is observed.
+    Each experiment is scored by :func:`score_experiments` (``invalid`` as there); an experiment
+    with fewer than 3 synapses left counts as a failure.
     Returns ``correct`` (truth x n), ``chosen`` (truth x n x candidate: share of experiments that
     picked each candidate), ``mean_delta_cdf`` (truth x n x candidate; over experiments that
     scored the candidate), ``kept`` (truth x n: mean number of rows analysed).
@@ -323,6 +410,7 @@ def identification_accuracy(
     missing = [t for t in truths if t not in names]
     if missing:
         raise ValueError(f"true potentials {missing} are not among the candidates {names}")
+    reps = _positive_int(reps, "reps")
     correct = np.zeros((len(truths), len(n_values)))
     chosen = np.zeros((len(truths), len(n_values), len(names)))
     delta_sum = np.zeros((len(truths), len(n_values), len(names)))
@@ -332,26 +420,20 @@ def identification_accuracy(
     for i, truth in enumerate(truths):
         for j, n in enumerate(n_values):
             rng = np.random.default_rng(root.spawn(1)[0])
-            hits = 0
-            for _ in range(reps):
-                before, after = simulate_measurements(int(n), truth, rng, **condition)
+            batch = max(1, min(reps, BATCH_SYNAPSES // int(n)))
+            for start in range(0, reps, batch):
+                size = min(batch, reps - start)
+                before, after, seen = simulate_measurement_batch(int(n), truth, rng, size, **condition)
                 if n_observed_fraction < 1:
-                    seen = rng.random(before.size) < n_observed_fraction
-                    before, after = before[seen], after[seen]
-                rows = consistent_rows(before, after)
-                usable = [k for k, p in enumerate(phis) if rows.all() or not p.keeps_sign]
-                if invalid == "drop_rows" or len(usable) < 2:
-                    before, after, usable = before[rows], after[rows], list(range(len(phis)))
-                kept[i, j] += before.size / reps
-                if before.size < 3:
-                    continue  # nothing to analyse: counts as a failure
-                scores = np.array([delta_cdf(dual_change(before, after, phis[k])) for k in usable])
-                delta_sum[i, j, usable] += scores
-                scored[i, j, usable] += 1
-                pick = usable[int(np.argmin(scores))]
-                chosen[i, j, pick] += 1 / reps
-                hits += names[pick] == truth
-            correct[i, j] = hits / reps
+                    seen &= rng.random(seen.shape) < n_observed_fraction
+                scores, rows = score_experiments(before, after, seen, phis, invalid)
+                kept[i, j] += rows.sum() / reps
+                done = ~np.isnan(scores).all(axis=1)
+                delta_sum[i, j] += np.nansum(scores, axis=0)
+                scored[i, j] += (~np.isnan(scores)).sum(axis=0)
+                picks = np.nanargmin(scores[done], axis=1) if done.any() else np.zeros(0, dtype=int)
+                chosen[i, j] += np.bincount(picks, minlength=len(names)) / reps
+                correct[i, j] += np.count_nonzero(np.array(names)[picks] == truth) / reps
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_delta = delta_sum / scored
     return {"correct": correct, "chosen": chosen, "mean_delta_cdf": mean_delta, "kept": kept}
@@ -367,6 +449,7 @@ def power_analysis(
 ) -> dict[str, np.ndarray]:
     """:func:`identification_accuracy` for each named condition (a dict of its keyword arguments).
 
+    Condition number k (in order) uses seed ``seed + 1000 * k``.
     Returns arrays ``conditions`` (names), ``n_values``, ``true_potentials``, ``candidates``,
     ``correct`` (condition x truth x n), ``accuracy`` (condition x n: mean over truths, i.e. each
     truth equally likely), ``chosen``, ``mean_delta_cdf`` and ``kept``.
@@ -376,7 +459,11 @@ def power_analysis(
         identification_accuracy(n_values, true_potentials, candidates, reps, seed + 1000 * k, **conditions[name])
         for k, name in enumerate(names)
     ]
-    correct = np.stack([r["correct"] for r in results])
+    return _power_arrays(names, n_values, results, true_potentials, candidates)
+
+
+def _power_arrays(names, n_values, results, true_potentials=TRAINED_POTENTIALS, candidates=TRAINED_POTENTIALS):
+    correct = np.stack([np.asarray(r["correct"]) for r in results])
     return {
         "conditions": np.array(names, dtype=str),
         "n_values": np.asarray(n_values, dtype=np.int64),
@@ -384,10 +471,17 @@ def power_analysis(
         "candidates": np.array([get_potential(c).name for c in candidates], dtype=str),
         "correct": correct,
         "accuracy": correct.mean(axis=1),
-        "chosen": np.stack([r["chosen"] for r in results]),
-        "mean_delta_cdf": np.stack([r["mean_delta_cdf"] for r in results]),
-        "kept": np.stack([r["kept"] for r in results]),
+        "chosen": np.stack([np.asarray(r["chosen"]) for r in results]),
+        "mean_delta_cdf": np.stack([np.asarray(r["mean_delta_cdf"]) for r in results]),
+        "kept": np.stack([np.asarray(r["kept"]) for r in results]),
     }
+
+
+@experiment("biology_power_condition")
+def power_condition(condition: dict, n_values: list, reps: int = 100, seed: int = 0) -> dict[str, np.ndarray]:
+    """One condition of the power analysis, stored: :func:`identification_accuracy` with the
+    trained potentials as truths and candidates."""
+    return identification_accuracy([int(n) for n in n_values], reps=int(reps), seed=int(seed), **condition)
 
 
 def sign_keeping_accuracy(power: Mapping[str, np.ndarray], keeper: str = "negative_entropy") -> np.ndarray:
@@ -410,16 +504,29 @@ def cached_power_analysis(
     reps: int = 100,
     seed: int = 0,
     root=None,
+    executor: str = "serial",
+    workers: int = 1,
+    threads: int | None = 1,
+    cluster: str | None = None,
+    progress: bool = False,
 ) -> dict[str, np.ndarray]:
-    """:func:`power_analysis` through the results store (a rerun with the same inputs loads)."""
+    """:func:`power_analysis` through the results store, one stored job per condition.
 
-    params = {
-        "conditions": {k: dict(v) for k, v in conditions.items()},
-        "n_values": [int(n) for n in n_values],
-        "reps": int(reps),
-        "seed": int(seed),
-    }
-    return cached("biology_power", params, lambda: power_analysis(conditions, n_values, reps, seed), root=root)
+    The conditions run as a sweep (:func:`synaptic_geometry.infra.sweep.run_sweep`: ``executor``
+    ``"serial"``, ``"local"`` with ``workers`` processes, or ``"submitit"`` on ``cluster``), so
+    they run in parallel, an interrupted analysis resumes with the conditions not yet stored, and a
+    rerun with the same inputs loads. The result equals ``power_analysis(conditions, n_values,
+    reps, seed)``.
+    """
+    names = list(conditions)
+    jobs = [{"condition": {k: v for k, v in conditions[name].items()}, "n_values": [int(n) for n in n_values],
+             "reps": int(reps), "seed": int(seed) + 1000 * k} for k, name in enumerate(names)]
+    done = run_sweep(power_condition, jobs, root=root, executor=executor, workers=workers, threads=threads,
+                     cluster=cluster, progress=progress)
+    if not done.ok:
+        raise RuntimeError(done.summary())
+    results = [power_condition(**job, root=root) for job in jobs]  # all from the store now
+    return _power_arrays(names, n_values, results)
 
 
 def describe_condition(overrides: Mapping) -> str:
@@ -490,12 +597,12 @@ def sign_change_table(runs: Mapping[str, np.ndarray]) -> pd.DataFrame:
 def log_shape_table(runs: Mapping[str, np.ndarray], seed: int = 0) -> pd.DataFrame:
     """Per start and rule of :func:`learning_runs`: the shape of log|w| after learning.
 
-    Synapses that changed sign are left out. Columns: start, rule, skewness of log|w| after,
+    Synapses that changed sign are left out (their log-magnitude would mix the two signs).
+    Columns: start, rule, synapses drawn, left out (sign changed), skewness of log|w| after and
+    its standard error for a Gaussian sample of that size (:func:`skewness_se`),
     BIC(2 log-normals) - BIC(1) (negative: two components fit better), and the log-spread of
     each component of the :data:`LOG_COMPONENTS` fit for the start (a tuple of floats).
     """
-    from scipy import stats
-
     rows = []
     for i, init in enumerate(runs["inits"]):
         w0 = runs["w_before"][i]
@@ -504,8 +611,10 @@ def log_shape_table(runs: Mapping[str, np.ndarray], seed: int = 0) -> pd.DataFra
             kept = w1[~sign_flips(w0, w1)]
             fits = {k: log_mixture_fit(kept, k, seed) for k in (1, 2)}
             rows.append({
-                "start": str(init), "rule": str(pot),
-                "skewness of log|w| after": float(stats.skew(np.log(np.abs(kept)))),
+                "start": str(init), "rule": str(pot), "synapses drawn": int(kept.size),
+                "left out (sign changed)": int(w1.size - kept.size),
+                "skewness of log|w| after": float(scipy.stats.skew(np.log(np.abs(kept)))),
+                "skewness standard error": skewness_se(kept.size),
                 "BIC(2 log-normals) - BIC(1)": fits[2]["bic"] - fits[1]["bic"],
                 "log-spread per component": tuple(float(s) for s in fits[LOG_COMPONENTS[str(init)]]["stds"]),
             })
@@ -516,8 +625,10 @@ def identification_table(runs: Mapping[str, np.ndarray],
                          candidates: Sequence[str] = TRAINED_POTENTIALS) -> pd.DataFrame:
     """Per start and rule of :func:`learning_runs`: the identified potential and each candidate's Delta-CDF.
 
-    Synapses that changed sign are left out (negative entropy cannot analyse them). Columns:
-    start, trained with, identified, ``Delta-CDF <candidate>`` (ordered as ranked in the first row).
+    Synapses that changed sign are left out for every candidate (negative entropy cannot
+    analyse them), as the ``identify`` tool's ``--drop-rows`` does; ``left out`` counts them.
+    Columns: start, trained with, analysed, left out, identified, ``Delta-CDF <candidate>``
+    (ordered as ranked in the first row).
     """
     rows = []
     for i, init in enumerate(runs["inits"]):
@@ -526,7 +637,8 @@ def identification_table(runs: Mapping[str, np.ndarray],
             w1 = runs["w_after"][i, j]
             keep = ~sign_flips(w0, w1)
             table = identify(w0[keep], w1[keep], candidates=list(candidates))
-            rows.append({"start": str(init), "trained with": str(pot), "identified": table["candidate"].iloc[0],
+            rows.append({"start": str(init), "trained with": str(pot), "analysed": int(keep.sum()),
+                         "left out": int((~keep).sum()), "identified": table["candidate"].iloc[0],
                          **{f"Delta-CDF {c}": d for c, d in zip(table["candidate"], table["delta_cdf"])}})
     return pd.DataFrame(rows)
 
@@ -565,3 +677,96 @@ def noise_tolerance(levels: Sequence[float], shares: Sequence[float], target: fl
             break
         tolerance = float(levels[k])
     return tolerance
+
+
+def skewness_se(n: int) -> float:
+    """Standard error of the sample skewness of ``n`` Gaussian values, ``sqrt(6 / n)`` to leading order."""
+    if n < 3:
+        raise ValueError(f"a skewness needs at least 3 values, got {n}")
+    return float(np.sqrt(6.0 / n))
+
+
+def skewness_check(runs: Mapping[str, np.ndarray], init: str = "lognormal",
+                   potential: str = "negative_entropy") -> dict[str, float]:
+    """What makes log|w| skewed after exponentiated gradient from a log-normal start.
+
+    If the change of log|w| is Gaussian and independent of the start (the assumption of the
+    chapter's proposition on shapes), the skewness after is the start's, diluted. Returns
+    the skewness of log|w| ``before`` and ``after``, their standard error ``se``
+    (:func:`skewness_se`), the skewness of the change of log|w| (``change_skew``) and its
+    correlation with log|w| before (``correlation``, with standard error ``correlation_se``
+    ``1 / sqrt(n)``), on synapses that kept their sign, and ``beyond_noise``: whether the
+    skewness after is more than two standard errors from zero.
+    """
+    i, j = list(runs["inits"]).index(init), list(runs["potentials"]).index(potential)
+    w0, w1 = runs["w_before"][i], runs["w_after"][i, j]
+    keep = ~sign_flips(w0, w1)
+    log0, log1 = np.log(np.abs(w0[keep])), np.log(np.abs(w1[keep]))
+    change = log1 - log0
+    return {"before": float(scipy.stats.skew(log0)), "after": float(scipy.stats.skew(log1)),
+            "se": skewness_se(int(keep.sum())), "change_skew": float(scipy.stats.skew(change)),
+            "correlation": float(np.corrcoef(change, log0)[0, 1]), "correlation_se": float(1 / np.sqrt(keep.sum())),
+            "beyond_noise": bool(abs(scipy.stats.skew(log1)) > 2 * skewness_se(int(keep.sum())))}
+
+
+def count_words(n: float, n_values: Sequence[int]) -> str:
+    """A synapse count from :func:`synapses_for_accuracy` in words: "about 130", "30 or fewer"
+    (reached at the smallest count tried) or "not reached by 10,000" (``nan``)."""
+    if not np.isfinite(n):
+        return f"not reached by {int(n_values[-1]):,}"
+    return f"{int(n_values[0]):,} or fewer" if n <= n_values[0] else f"about {n:,.0f}"
+
+
+def needed_words_table(power: Mapping[str, np.ndarray], conditions: Mapping[str, Mapping],
+                       target: float = 0.95) -> pd.DataFrame:
+    """:func:`synapses_needed_table` in words (:func:`count_words`), with a ``condition`` column
+    describing each condition (:func:`describe_condition` of ``conditions[name]``) and ``name``."""
+    needed = synapses_needed_table(power, target)
+    words = needed.map(lambda n: count_words(n, power["n_values"]))
+    words.insert(0, "condition", [describe_condition(conditions[name]) for name in needed.index])
+    words.insert(0, "name", list(needed.index))
+    return words.reset_index(drop=True)
+
+
+def confusion_table(power: Mapping[str, np.ndarray], conditions: Mapping[str, Mapping]) -> pd.DataFrame:
+    """Where the answers go at the largest synapse count: one row per condition and true
+    potential, one column ``picked <candidate>`` per candidate (share of experiments)."""
+    rows = []
+    for c, name in enumerate(power["conditions"]):
+        for t, truth in enumerate(power["true_potentials"]):
+            rows.append({"condition": describe_condition(conditions[str(name)]), "true": str(truth),
+                         **{f"picked {k}": float(power["chosen"][c, t, -1, j]) for j, k in enumerate(power["candidates"])}})
+    return pd.DataFrame(rows)
+
+
+NOISE_KINDS = {"mult_noise": "multiplicative", "add_noise": "additive"}
+"""The measurement noises of the tolerance sweep, and their names in words."""
+
+
+def noise_sweep_conditions(baseline: Mapping, levels: Sequence[float]) -> dict[str, dict]:
+    """Conditions of the tolerance sweep: each kind of :data:`NOISE_KINDS` at each level, on ``baseline``."""
+    return {f"{kind}={level:g}": {**baseline, kind: float(level)} for kind in NOISE_KINDS for level in levels}
+
+
+def sweep_curves(sweep: Mapping[str, np.ndarray], conditions: Mapping[str, Mapping], kind: str) -> dict[str, np.ndarray]:
+    """The curves of one noise kind in a sweep at one synapse count: ``levels``, ``accuracy``,
+    ``sign`` (sign-keeping accuracy) and ``correct`` (true potentials x levels)."""
+    names = list(sweep["conditions"])
+    picks = [k for k, name in enumerate(names) if name.startswith(f"{kind}=")]
+    return {"levels": np.array([conditions[names[k]][kind] for k in picks]),
+            "accuracy": sweep["accuracy"][picks, 0], "sign": sign_keeping_accuracy(sweep)[picks, 0],
+            "correct": sweep["correct"][picks, :, 0].T}
+
+
+def tolerance_table(sweep: Mapping[str, np.ndarray], conditions: Mapping[str, Mapping],
+                    target: float = 0.95) -> pd.DataFrame:
+    """Largest noise level, with every smaller level tried, at which each share reaches ``target``
+    (:func:`noise_tolerance`): one row per noise kind, columns ``accuracy`` and ``sign`` (NaN:
+    not even the smallest level)."""
+    rows = []
+    for kind, word in NOISE_KINDS.items():
+        curves = sweep_curves(sweep, conditions, kind)
+        rows.append({"noise": word, "kind": kind,
+                     "accuracy": noise_tolerance(curves["levels"], curves["accuracy"], target),
+                     "sign": noise_tolerance(curves["levels"], curves["sign"], target)})
+    return pd.DataFrame(rows)

@@ -65,15 +65,11 @@ __all__ = [
 
 #: The two animals of the same age.
 ADULTS = (7, 8)
-#: Multiplicative and additive growth: the truths of the calibration.
-GROWTH_TRUTHS = ("negative_entropy", "2-norm")
-#: The contrast that separates them: Delta-CDF under the first minus under the second.
-CONTRAST = ("2-norm", "negative_entropy")
-#: Level of the simulation tests, and the power a comparison needs to count.
-SIGNIFICANCE = 0.05
+#: The simulation test's geometries, contrast, level and power (see count_geometry).
+GROWTH_TRUTHS, CONTRAST = counts.GROWTH_TRUTHS, counts.CONTRAST
+SIGNIFICANCE, POWER = counts.SIGNIFICANCE, counts.POWER
 #: Level of every interval: bootstrap intervals, the Gaussian floor's upper quantile, null ranges.
 INTERVAL = 0.95
-POWER = 0.8
 
 
 def _ages() -> dict[int, float]:
@@ -117,11 +113,6 @@ def _matched(before: int, after: int, table: pd.DataFrame | None = None) -> coun
 def _tails() -> list[float]:
     """Lower and upper quantile of an interval at level :data:`INTERVAL`."""
     return [(1 - INTERVAL) / 2, (1 + INTERVAL) / 2]
-
-
-def _contrast(profile: np.ndarray, candidates: Sequence[str]) -> np.ndarray:
-    names = list(candidates)
-    return profile[..., names.index(CONTRAST[0])] - profile[..., names.index(CONTRAST[1])]
 
 
 # --------------------------------------------------------------------------- weight distributions
@@ -206,7 +197,7 @@ def pair_profiles(
         out["profile"][p], out["draw_sd"][p] = draws.mean(axis=0), draws.std(axis=0)
         out["boot_low"][p], out["boot_high"][p] = np.quantile(boot, _tails(), axis=0)
         out["best_fraction"][p] = np.bincount(boot.argmin(axis=1), minlength=n_c) / len(boot)
-        scalars["contrast_low"][p], scalars["contrast_high"][p] = np.quantile(_contrast(boot, candidates), _tails())
+        scalars["contrast_low"][p], scalars["contrast_high"][p] = np.quantile(counts.contrast(boot, candidates), _tails())
         out["uncentred"][p] = counts.profile_draws(kb, ka, candidates, n_draws, dequantisation, s_var,
                                                    centered=False).mean(axis=0)
         out["raw"][p] = counts.profile_draws(kb, ka, candidates, 1, "none")[0]
@@ -253,7 +244,7 @@ def pair_table(result: dict, pairs: Sequence[Sequence[int]] | None = None) -> pd
                              f"{result['boot_high'][p, best]:.2g})",
             "runner_up": display_name(candidates[second]), "runner_delta": result["profile"][p, second],
             "runner_text": f"{display_name(candidates[second])} ({result['profile'][p, second]:.2g})",
-            "floor_q95": result["floor_q95"][p], "contrast": _contrast(result["profile"][p], candidates),
+            "floor_q95": result["floor_q95"][p], "contrast": counts.contrast(result["profile"][p], candidates),
             "uncentred_best": display_name(candidates[int(np.argmin(result["uncentred"][p]))]),
             "uncentred_delta": float(np.min(result["uncentred"][p])),
             "raw_best": display_name(candidates[int(np.argmin(result["raw"][p]))]),
@@ -313,61 +304,38 @@ def calibration(
     return out
 
 
-def _power(own: np.ndarray, other: np.ndarray) -> float:
-    """Share of simulated contrasts of one geometry that the other geometry's distribution rejects."""
-    return float(np.mean([counts.simulation_p_value(x, other) < SIGNIFICANCE for x in own]))
-
-
 def calibration_table(result: dict, variant: str = "profiles") -> pd.DataFrame:
-    """One row per key pair and truth: fitted growth, survival (simulated and observed), how often
-    the simulated pairs' lowest Delta-CDF names the truth, the simulated contrast's median, and
-    the p-value of the data's contrast under that truth."""
+    """One row per key pair and truth: fitted growth, survival (simulated and observed), and the
+    simulation test of :func:`~synaptic_geometry.experiments.count_geometry.growth_tests`
+    (how often the simulated pairs name the truth, the simulated contrast's median, the p-value of
+    the data's contrast under that truth, and the power)."""
     candidates, truths = list(result["candidates"]), list(result["truths"])
     rows = []
     for k, pair in enumerate(result["key_pairs"]):
-        observed_contrast = _contrast(result["observed"][k], candidates)
-        contrasts = _contrast(result[variant][k], candidates)  # truths x reps
-        for t, truth in enumerate(truths):
-            best = result[variant][k, t].argmin(axis=1)
-            named = np.bincount(best, minlength=len(candidates)) / best.size
+        tests = counts.growth_tests(result["observed"][k], result[variant][k], truths, candidates, SIGNIFICANCE)
+        for t, test in enumerate(tests.to_dict(orient="records")):
             rows.append({
-                "pair": f"{int(pair[0])} → {int(pair[1])}", "truth": display_name(truth),
+                "pair": f"{int(pair[0])} → {int(pair[1])}", "truth": display_name(test["truth"]),
                 "spread": result["spread"][k, t], "spread_at_floor": bool(result["spread_at_floor"][k, t]),
                 "survival": result["survival"][k, t], "survival_observed": result["survival_observed"][k],
-                "named_truth": named[candidates.index(truth)],
-                "named_most": display_name(candidates[int(named.argmax())]),
-                "contrast_median": float(np.median(contrasts[t])), "observed_contrast": float(observed_contrast),
-                "p_value": counts.simulation_p_value(observed_contrast, contrasts[t]),
-                "power": _power(contrasts[t], contrasts[1 - t]),
+                **{key: test[key] for key in ("named_truth", "contrast_median", "observed_contrast", "p_value", "power")},
+                "named_most": display_name(test["named_most"]),
             })
     return pd.DataFrame(rows)
 
 
 def verdicts(result: dict, variant: str = "profiles") -> pd.DataFrame:
-    """The verdict per key pair, from the simulation tests, in words.
-
-    ``multiplicative`` when additive growth is rejected (p < :data:`SIGNIFICANCE`) and
-    multiplicative growth is not; ``additive`` the other way round; ``neither`` when both are
-    rejected; ``undecided`` when neither is; and ``not separable`` whenever either geometry's
-    simulated pairs are rejected by the other's distribution less often than :data:`POWER`.
-    """
+    """The verdict per key pair, from the simulation tests, in words
+    (:func:`~synaptic_geometry.experiments.count_geometry.growth_verdict` at :data:`SIGNIFICANCE`
+    and :data:`POWER`)."""
     table = calibration_table(result, variant)
     rows = []
     for pair, group in table.groupby("pair", sort=False):
         p = dict(zip(group.truth, group.p_value))
         power = float(group.power.min())
         mult, add = p[display_name("negative_entropy")], p[display_name("2-norm")]
-        if power < POWER:
-            word = "not separable"
-        elif add < SIGNIFICANCE <= mult:
-            word = "multiplicative"
-        elif mult < SIGNIFICANCE <= add:
-            word = "additive"
-        elif mult < SIGNIFICANCE and add < SIGNIFICANCE:
-            word = "neither"
-        else:
-            word = "undecided"
-        rows.append({"pair": pair, "p_multiplicative": mult, "p_additive": add, "power": power, "verdict": word})
+        rows.append({"pair": pair, "p_multiplicative": mult, "p_additive": add, "power": power,
+                     "verdict": counts.growth_verdict(mult, add, power, SIGNIFICANCE, POWER)})
     return pd.DataFrame(rows)
 
 

@@ -62,21 +62,29 @@ from synaptic_geometry.gaussianity import delta_cdf
 from synaptic_geometry.potentials import CANDIDATE_POTENTIALS, get_potential
 
 __all__ = [
+    "CONTRAST",
     "DEQUANTISATIONS",
     "FAMILIES",
+    "GROWTH_TRUTHS",
     "NO_GROWTH",
+    "POWER",
+    "SIGNIFICANCE",
     "CountFit",
     "GrowthFit",
     "MatchedCounts",
     "bootstrap_profiles",
     "calibrate",
+    "contrast",
     "count_change_profile",
     "dequantise",
     "fit_count_distribution",
     "fit_growth",
+    "growth_tests",
+    "growth_verdict",
     "individual_variability",
     "match_counts",
     "profile_draws",
+    "rejection_power",
     "simulate_after",
     "simulation_p_value",
     "truncated_pmf",
@@ -86,6 +94,13 @@ DEQUANTISATIONS = ("uniform", "none")
 FAMILIES = ("poisson_lognormal", "negative_binomial")
 #: The growth "truth" that is no growth at all: only individual variability and count noise.
 NO_GROWTH = "none"
+#: Multiplicative and additive growth: the truths of the calibration.
+GROWTH_TRUTHS = ("negative_entropy", "2-norm")
+#: The contrast that separates them: Delta-CDF under the first minus under the second.
+CONTRAST = ("2-norm", "negative_entropy")
+#: Level of the simulation tests, and the power a comparison needs to count.
+SIGNIFICANCE = 0.05
+POWER = 0.8
 
 
 # --------------------------------------------------------------------------- counts and matching
@@ -614,3 +629,91 @@ def simulation_p_value(observed: float, simulated: np.ndarray) -> float:
     lower = (np.sum(simulated <= observed) + 1) / (n + 1)
     upper = (np.sum(simulated >= observed) + 1) / (n + 1)
     return float(min(1.0, 2 * min(lower, upper)))
+
+
+# --------------------------------------------------------------------------- the simulation test
+def contrast(profile: np.ndarray, candidates: Sequence[str]) -> np.ndarray:
+    """Delta-CDF under ``CONTRAST[0]`` minus under ``CONTRAST[1]`` along the last (candidate) axis."""
+    names = [get_potential(c).name for c in candidates]
+    missing = [c for c in CONTRAST if c not in names]
+    if missing:
+        raise ValueError(f"the contrast needs the candidates {list(CONTRAST)}; missing {missing} from {names}")
+    profile = np.asarray(profile)
+    return profile[..., names.index(CONTRAST[0])] - profile[..., names.index(CONTRAST[1])]
+
+
+def rejection_power(own: np.ndarray, other: np.ndarray, significance: float = SIGNIFICANCE) -> float:
+    """Share of simulated contrasts of one geometry (``own``) that the other geometry's simulated
+    distribution (``other``) rejects at ``significance`` (two-sided :func:`simulation_p_value`)."""
+    return float(np.mean([simulation_p_value(x, other) < significance for x in np.asarray(own)]))
+
+
+def growth_tests(
+    observed: np.ndarray, simulated: np.ndarray, truths: Sequence[str], candidates: Sequence[str],
+    significance: float = SIGNIFICANCE,
+) -> pd.DataFrame:
+    """The measured profile against simulated profiles of two growth geometries.
+
+    Parameters
+    ----------
+    observed
+        The data's profile (one Delta-CDF per candidate).
+    simulated
+        Profiles of simulated pairs, truths x reps x candidates (``calibrate(...)["profiles"]``).
+    truths
+        The two simulated geometries, in the order of ``simulated``.
+    candidates
+        The candidates of the profiles; must include both potentials of :data:`CONTRAST`.
+    significance
+        Level of the rejections counted in ``power``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per truth: ``truth``, ``named_truth`` (share of its simulated pairs whose lowest
+        Delta-CDF is the truth), ``named_most`` (the candidate they name most often),
+        ``contrast_median`` (simulated), ``observed_contrast``, ``p_value`` (two-sided simulation
+        p-value of the observed contrast) and ``power`` (share of its simulated pairs that the
+        other truth's distribution rejects).
+    """
+    truths = [get_potential(t).name for t in truths]
+    names = [get_potential(c).name for c in candidates]
+    if len(truths) != 2:
+        raise ValueError(f"the simulation test compares two growth geometries, got {truths}")
+    simulated = np.asarray(simulated, dtype=float)
+    if simulated.shape[0] != 2 or simulated.shape[-1] != len(names):
+        raise ValueError(f"simulated profiles must be 2 x reps x {len(names)}, got shape {simulated.shape}")
+    observed_contrast = float(contrast(observed, names))
+    contrasts = contrast(simulated, names)
+    rows = []
+    for t, truth in enumerate(truths):
+        named = np.bincount(simulated[t].argmin(axis=1), minlength=len(names)) / simulated.shape[1]
+        rows.append({
+            "truth": truth, "named_truth": float(named[names.index(truth)]) if truth in names else float("nan"),
+            "named_most": names[int(named.argmax())], "contrast_median": float(np.median(contrasts[t])),
+            "observed_contrast": observed_contrast, "p_value": simulation_p_value(observed_contrast, contrasts[t]),
+            "power": rejection_power(contrasts[t], contrasts[1 - t], significance),
+        })
+    return pd.DataFrame(rows)
+
+
+def growth_verdict(
+    p_multiplicative: float, p_additive: float, power: float,
+    significance: float = SIGNIFICANCE, min_power: float = POWER,
+) -> str:
+    """The verdict of the simulation test in words.
+
+    ``"multiplicative"`` when additive growth is rejected (p < ``significance``) and
+    multiplicative growth is not; ``"additive"`` the other way round; ``"neither"`` when both are
+    rejected; ``"undecided"`` when neither is; and ``"not separable"`` whenever the smaller
+    ``power`` of the two comparisons is below ``min_power``.
+    """
+    if power < min_power:
+        return "not separable"
+    if p_additive < significance <= p_multiplicative:
+        return "multiplicative"
+    if p_multiplicative < significance <= p_additive:
+        return "additive"
+    if p_multiplicative < significance and p_additive < significance:
+        return "neither"
+    return "undecided"

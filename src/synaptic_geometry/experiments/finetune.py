@@ -5,10 +5,34 @@ weights (computed once, cached in the store and keyed by the pretraining paramet
 ``N = floor(sqrt(D))`` finetuning images from the finetuning pool with its seed (D = number of
 analysed weights, :func:`synaptic_geometry.experiments.models.analysed_weights`), and trains every parameter
 with :class:`~synaptic_geometry.optim.MirrorDescent` under the trained potential (momentum 0.9,
-cosine-annealed learning rate, cross-entropy). The learning rate is searched over a grid (lowest
-final training loss wins); if the winner has not reached 100% training accuracy the search is
-repeated with more epochs, up to a limit, and a run that still misses it is stored with
-``reached_100 = False`` so the analysis can show or drop it, never silently keep it.
+cosine-annealed learning rate, cross-entropy).
+
+The protocol is a set of named options, validated and stored in each run's parameters:
+
+* **Pretraining** (:func:`pretrain_params`) stops by a stated rule (``until``): after a fixed
+  number of ``epochs`` (``"epochs"``), at the first epoch whose training accuracy reaches
+  ``target_accuracy`` (``"train_accuracy"``), or when the training loss improved by less than a
+  relative ``tol`` over ``patience`` epochs (``"loss_plateau"``); ``epochs`` is the cap of the last
+  two. The cosine schedule spans the cap. What happened (epochs run, whether the rule was met, the
+  loss and accuracy after every epoch) is stored with the weights.
+* **The learning rate** (:func:`run_params`, ``lr_rule``) is searched over ``lr_grid``:
+  ``"lowest_loss"`` (the published rule) takes the rate with the lowest final training loss;
+  ``"smallest_reaching_100"`` takes the smallest rate whose run reaches 100% training accuracy.
+  The second is the small-change rule: the Gaussian argument is a first-order one (the dual change
+  is a sum of many small gradient contributions taken near the pretrained weights), and among the
+  rates that fit the finetuning set, the smallest moves the weights least. Under either rule, if
+  the chosen run has not reached 100% training accuracy the search is repeated with more epochs, up
+  to a limit, and a run that still misses it is stored with ``reached_100 = False`` so the analysis
+  can show or drop it, never silently keep it. A chosen rate at either end of the grid is flagged
+  (``lr_at_grid_end``): the search did not bracket it.
+* Every run records the change magnitude under the trained potential, the relative change of the
+  weights themselves, the fraction of analysed weights that crossed zero, the chosen rate, the
+  epochs and the training accuracy (:data:`RECORD_FIELDS`).
+
+Where the run computes is a machine argument (``device``: ``cpu``, the default, ``cuda`` or
+``auto``) that stays out of the result's key; on CUDA the forward pass runs under autocast with a
+gradient scaler (:class:`~synaptic_geometry.devices.MixedPrecision`), while parameters, gradients
+and the optimizer's dual-space arithmetic stay float32. The device used is stored in the result.
 
 Exact zeros under negative entropy: exponentiated gradient multiplies a weight by a positive
 factor, so an exact zero never moves. Under ``zero_policy="euclidean"`` (the default) a parameter
@@ -25,7 +49,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,15 +57,21 @@ import pandas as pd
 import torch
 from torch import nn
 
+from synaptic_geometry.devices import MixedPrecision, resolve_device
 from synaptic_geometry.experiments import data as data_mod
 from synaptic_geometry.experiments import models
-from synaptic_geometry.gaussianity import domain_mask, identify
+from synaptic_geometry.gaussianity import change_magnitude, domain_mask, identify
 from synaptic_geometry.infra.store import experiment
 from synaptic_geometry.infra.sweep import is_done, run_sweep
 from synaptic_geometry.optim import MirrorDescent
 from synaptic_geometry.potentials import CANDIDATE_POTENTIALS, TRAINED_POTENTIALS, get_potential
 
 ZERO_POLICIES = ("euclidean", "nudge")
+PRETRAIN_RULES = ("epochs", "train_accuracy", "loss_plateau")
+LR_RULES = ("lowest_loss", "smallest_reaching_100")
+# The record of a run, as stored in its arrays (scalars) and attached to every analysis row by collect().
+RECORD_FIELDS = ("dim", "n_samples", "lr", "lr_rule", "lr_at_grid_end", "epochs", "train_loss", "train_accuracy",
+                 "reached_100", "change_magnitude", "relative_change", "fraction_crossed_zero")
 
 
 def child_seed(seed: int, stream: str) -> int:
@@ -81,14 +111,16 @@ def protocol_data(dataset: str, root: str | None = None, pixels: str = "unit") -
 
 
 def evaluate(model: nn.Module, data: data_mod.ImageData, batch_size: int = 1024) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` (in eval mode) on ``data``."""
+    """Mean cross-entropy and accuracy of ``model`` (in eval mode, float32, on its device) on ``data``."""
     was_training = model.training
+    device = next(model.parameters()).device
     model.eval()
     loss, correct = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(data), batch_size):
-            x, y = data.x[start:start + batch_size], data.y[start:start + batch_size]
-            out = model(x)
+            x = data.x[start:start + batch_size].to(device)
+            y = data.y[start:start + batch_size].to(device)
+            out = model(x).float()
             loss += nn.functional.cross_entropy(out, y, reduction="sum").item()
             correct += (out.argmax(1) == y).sum().item()
     model.train(was_training)
@@ -131,49 +163,69 @@ def nudge_zeros(model: nn.Module, seed: int, size: float = 1e-6) -> int:
 
 def train(model: nn.Module, data: data_mod.ImageData, potential: str, lr: float, epochs: int,
           batch_size: int, momentum: float, seed: int, zero_policy: str = "euclidean",
-          watch: dict[str, nn.Parameter] | None = None) -> dict:
+          watch: dict[str, nn.Parameter] | None = None, device: str | torch.device = "cpu",
+          stop: Callable[[int, nn.Module], bool] | None = None) -> dict:
     """Train ``model`` in place with MirrorDescent and a cosine schedule; returns loss, accuracy and masks.
 
     ``watch`` maps names to parameters whose elements are tracked: ``touched[name]`` is True where
     a nonzero gradient arrived at least once. Data order is drawn from a generator seeded by ``seed``.
+    The model is moved to ``device`` (a setting for :func:`~synaptic_geometry.devices.resolve_device`
+    or a ``torch.device``) and trained there, with mixed precision on CUDA. ``stop(epoch, model)``,
+    if given, is called after every epoch (1-based) and ends training when it returns True; the
+    cosine schedule still spans ``epochs``. ``epochs_run`` is the number of epochs trained.
     """
 
     if zero_policy not in ZERO_POLICIES:
         raise ValueError(f"unknown zero_policy {zero_policy!r}; known: {', '.join(ZERO_POLICIES)}")
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    model.to(device)
     watch = watch or {}
     groups, n_euclidean = _param_groups(model, potential, zero_policy, set(watch))
     optimizer = MirrorDescent(groups, lr=lr, momentum=momentum)
+    amp = MixedPrecision(device)
     steps_per_epoch = math.ceil(len(data) / batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
     order = torch.Generator().manual_seed(seed)
     touched = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in watch.items()}
+    x_all, y_all = data.x.to(device), data.y.to(device)
     model.train()
     diverged = False
-    for _ in range(epochs):
-        perm = torch.randperm(len(data), generator=order)
+    epochs_run = 0
+    for epoch in range(1, epochs + 1):
+        perm = torch.randperm(len(data), generator=order).to(device)
         for start in range(0, len(data), batch_size):
             index = perm[start:start + batch_size]
             optimizer.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(model(data.x[index]), data.y[index])
+            with amp.autocast():
+                loss = nn.functional.cross_entropy(model(x_all[index]), y_all[index])
             if not torch.isfinite(loss):
                 diverged = True
                 break
-            loss.backward()
-            for n, p in watch.items():
-                if p.grad is not None:
-                    touched[n] |= p.grad != 0
             try:
-                optimizer.step()
+                if amp.enabled:
+                    amp.scaler.scale(loss).backward()
+                else:
+                    loss.backward()
+                for n, p in watch.items():
+                    if p.grad is not None:
+                        touched[n] |= p.grad != 0
+                if amp.enabled:
+                    amp.scaler.step(optimizer)  # unscales first; skips the step on inf/nan gradients
+                    amp.scaler.update()
+                else:
+                    optimizer.step()
             except FloatingPointError:  # a non-finite gradient or weight: this learning rate diverged
                 diverged = True
                 break
             schedule.step()
-        if diverged:
+        epochs_run = epoch
+        if diverged or (stop is not None and stop(epoch, model)):
             break
     final_loss, accuracy = evaluate(model, data)
     if diverged or not all(torch.isfinite(p).all() for p in model.parameters()) or not math.isfinite(final_loss):
         final_loss, accuracy = math.inf, 0.0
-    return {"loss": final_loss, "accuracy": accuracy, "touched": touched, "n_euclidean_params": n_euclidean}
+    return {"loss": final_loss, "accuracy": accuracy, "touched": {n: t.cpu() for n, t in touched.items()},
+            "n_euclidean_params": n_euclidean, "epochs_run": epochs_run, "diverged": diverged}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,25 +246,80 @@ def _load_state(model: nn.Module, arrays: dict[str, np.ndarray], prefix: str = "
 
 
 def pretrain_params(arch: str, dataset: str = "mnist-embedded", epochs: int = 10, lr: float = 0.05,
-                    batch_size: int = 128, seed: int = 0, data_root: str | None = None, pixels: str = "unit") -> dict:
-    """Parameters of a pretraining (they form its key in the store)."""
+                    batch_size: int = 128, seed: int = 0, data_root: str | None = None, pixels: str = "unit",
+                    until: str = "epochs", target_accuracy: float = 1.0, patience: int = 3,
+                    tol: float = 0.05) -> dict:
+    """Parameters of a pretraining (validated; they form its key in the store).
+
+    ``until`` is the stopping rule (:data:`PRETRAIN_RULES`): ``"epochs"`` trains exactly ``epochs``
+    epochs; ``"train_accuracy"`` stops after the first epoch whose training accuracy is at least
+    ``target_accuracy``; ``"loss_plateau"`` stops after the first epoch ``e > patience`` whose
+    training loss is above ``(1 - tol)`` times the loss ``patience`` epochs earlier. For the last two,
+    ``epochs`` is the cap (the run is then stored with ``converged = False``). The rule's own
+    settings are stored only for the rule that uses them, so equal pretrainings share a key.
+    """
     if arch not in models.ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r} for pretraining here; known: {', '.join(models.ARCHITECTURES)}"
                          " (torchvision architectures load ImageNet weights instead)")
-    return {"arch": arch, "dataset": dataset, "epochs": int(epochs), "lr": float(lr),
-            "batch_size": int(batch_size), "seed": int(seed), "data_root": data_root, "pixels": pixels}
+    if until not in PRETRAIN_RULES:
+        raise ValueError(f"unknown pretraining rule until={until!r}; known: {', '.join(PRETRAIN_RULES)}")
+    if int(epochs) < 1 or int(batch_size) < 1 or not float(lr) > 0:
+        raise ValueError(f"pretraining needs epochs >= 1, batch_size >= 1 and lr > 0; got {epochs}, {batch_size}, {lr}")
+    params = {"arch": arch, "dataset": dataset, "epochs": int(epochs), "lr": float(lr),
+              "batch_size": int(batch_size), "seed": int(seed), "data_root": data_root, "pixels": pixels,
+              "until": until}
+    if until == "train_accuracy":
+        if not 0 < target_accuracy <= 1:
+            raise ValueError(f"target_accuracy must be in (0, 1]; got {target_accuracy}")
+        params["target_accuracy"] = float(target_accuracy)
+    if until == "loss_plateau":
+        if int(patience) < 1 or not 0 < tol < 1:
+            raise ValueError(f"loss_plateau needs patience >= 1 and 0 < tol < 1; got {patience}, {tol}")
+        params.update(patience=int(patience), tol=float(tol))
+    return params
 
 
-@experiment("pretrain")
-def pretrain(params: dict) -> dict[str, np.ndarray]:
-    """The pretrained weights and metrics for ``params`` (:func:`pretrain_params`), from the store or computed."""
+class _Convergence:
+    """The stopping rule of a pretraining, called after each epoch; keeps the per-epoch history."""
+
+    def __init__(self, params: dict, data: data_mod.ImageData):
+        self.params, self.data = params, data
+        self.losses: list[float] = []
+        self.accuracies: list[float] = []
+        self.met = False
+
+    def __call__(self, epoch: int, model: nn.Module) -> bool:
+        loss, accuracy = evaluate(model, self.data)
+        self.losses.append(loss), self.accuracies.append(accuracy)
+        rule = self.params["until"]
+        if rule == "train_accuracy":
+            self.met = accuracy >= self.params["target_accuracy"]
+        elif rule == "loss_plateau" and epoch > self.params["patience"]:
+            self.met = loss > (1 - self.params["tol"]) * self.losses[-1 - self.params["patience"]]
+        return self.met
+
+
+@experiment("pretrain", machine=("device",))
+def pretrain(params: dict, device: str = "cpu") -> dict[str, np.ndarray]:
+    """The pretrained weights and metrics for ``params`` (:func:`pretrain_params`), from the store or computed.
+
+    Besides the weights (``state/<name>``): ``train_loss``, ``train_accuracy`` and ``pool_accuracy``
+    at the end, ``epochs_run``, ``converged`` (the stopping rule was met; always True for
+    ``until="epochs"``), and ``epoch_loss`` / ``epoch_accuracy`` on the pretraining data after every epoch.
+    """
     pretrain_data, pool = protocol_data(params["dataset"], params["data_root"], params["pixels"])
     model = models.build(params["arch"], pretrain_data.shape, pretrain_data.n_classes, seed=params["seed"])
+    rule = _Convergence(params, pretrain_data)
     result = train(model, pretrain_data, "2-norm", params["lr"], params["epochs"], params["batch_size"],
-                   momentum=0.9, seed=child_seed(params["seed"], "pretrain"))
+                   momentum=0.9, seed=child_seed(params["seed"], "pretrain"), device=device, stop=rule)
     pool_loss, pool_accuracy = evaluate(model, pool)
+    converged = True if params["until"] == "epochs" else rule.met
     return {**_state_arrays(model), "train_loss": np.float64(result["loss"]),
-            "train_accuracy": np.float64(result["accuracy"]), "pool_accuracy": np.float64(pool_accuracy)}
+            "train_accuracy": np.float64(result["accuracy"]), "pool_accuracy": np.float64(pool_accuracy),
+            "epochs_run": np.int64(result["epochs_run"]), "converged": np.bool_(converged),
+            "epoch_loss": np.asarray(rule.losses, dtype=np.float64),
+            "epoch_accuracy": np.asarray(rule.accuracies, dtype=np.float64),
+            "device": np.asarray(str(resolve_device(device) if isinstance(device, str) else device))}
 
 
 def imagenet_params(arch: str, weights_path: str | None, imagenet_root: str | None, download: bool = False) -> dict:
@@ -234,10 +341,9 @@ def availability(pretraining: dict) -> tuple[bool, str]:
             return False, (f"needs N = {n} finetuning images but the {pretraining['dataset']} pool has {len(pool)}; "
                            "use a dataset with a larger test split (e.g. mnist from a local root)")
         return True, "own architecture, pretrained here"
-    try:
-        data_mod._torchvision()
-    except ImportError as error:
-        return False, str(error).split(";")[0]
+    buildable, why = models.imagenet_builder(pretraining["arch"])
+    if not buildable:
+        return False, why
     weights = pretraining.get("weights_path")
     if not pretraining.get("download") and not (weights and Path(weights).exists()):
         return False, f"no ImageNet weights file for {pretraining['arch']} (weights_path={weights!r}) and download disabled"
@@ -247,11 +353,12 @@ def availability(pretraining: dict) -> tuple[bool, str]:
     return True, "torchvision and ImageNet data present"
 
 
-def pretrained_model(params: dict, root=None) -> nn.Module:
-    """A network carrying the pretrained weights of ``params`` (own: from the store; torchvision: from its file)."""
+def pretrained_model(params: dict, root=None, device: str = "cpu") -> nn.Module:
+    """A network carrying the pretrained weights of ``params`` (own: from the store, pretrained on
+    ``device`` if absent; torchvision: from its file), on the CPU."""
     if models.is_torchvision(params["arch"]):
         return models.build_torchvision(params["arch"], params.get("weights_path"), params.get("download", False))
-    arrays = pretrain(params, root=root)
+    arrays = pretrain(params, root=root, device=device)
     pretrain_data, _ = protocol_data(params["dataset"], params["data_root"], params["pixels"])
     model = models.build(params["arch"], pretrain_data.shape, pretrain_data.n_classes, seed=params["seed"])
     return _load_state(model, arrays)
@@ -271,63 +378,118 @@ def finetuning_images(params: dict, n: int, seed: int) -> data_mod.ImageData:
 
 def run_params(arch: str, potential: str, seed: int, pretraining: dict, lr_grid: Sequence[float] = (1e-3, 1e-2, 1e-1),
                epochs: int = 30, extra_epochs: int = 30, max_extensions: int = 1, batch_size: int = 256,
-               momentum: float = 0.9, n_samples: int | None = None, zero_policy: str = "euclidean") -> dict:
-    """Parameters of one finetuning run (validated; they form its key in the store)."""
+               momentum: float = 0.9, n_samples: int | None = None, zero_policy: str = "euclidean",
+               lr_rule: str = "lowest_loss") -> dict:
+    """Parameters of one finetuning run (validated; they form its key in the store).
+
+    ``lr_rule`` (:data:`LR_RULES`): ``"lowest_loss"``, the published rule, runs every rate of
+    ``lr_grid`` and takes the lowest final training loss; ``"smallest_reaching_100"`` runs the rates
+    in increasing order and takes the first whose run reaches 100% training accuracy. The grid is
+    stored sorted. ``seed`` must be a non-negative integer.
+    """
     if zero_policy not in ZERO_POLICIES:
         raise ValueError(f"unknown zero_policy {zero_policy!r}; known: {', '.join(ZERO_POLICIES)}")
-    if not lr_grid or any(lr <= 0 for lr in lr_grid):
-        raise ValueError(f"lr_grid must be a non-empty list of positive rates; got {lr_grid}")
+    if lr_rule not in LR_RULES:
+        raise ValueError(f"unknown lr_rule {lr_rule!r}; known: {', '.join(LR_RULES)}")
+    if not lr_grid or any(not lr > 0 for lr in lr_grid) or len(set(lr_grid)) != len(lr_grid):
+        raise ValueError(f"lr_grid must be a non-empty list of distinct positive rates; got {lr_grid}")
+    if isinstance(seed, bool) or int(seed) != seed or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+    if int(epochs) < 1 or int(extra_epochs) < 0 or int(max_extensions) < 0 or int(batch_size) < 1:
+        raise ValueError(f"need epochs >= 1, extra_epochs >= 0, max_extensions >= 0, batch_size >= 1; got "
+                         f"{epochs}, {extra_epochs}, {max_extensions}, {batch_size}")
+    if n_samples is not None and int(n_samples) < 2:
+        raise ValueError(f"n_samples must be at least 2 (or None for floor(sqrt(D))); got {n_samples}")
     if pretraining.get("arch") != arch:
         raise ValueError(f"pretraining parameters are for {pretraining.get('arch')!r}, not {arch!r}")
     return {"arch": arch, "potential": check_potential(potential), "seed": int(seed), "pretraining": dict(pretraining),
-            "lr_grid": [float(lr) for lr in lr_grid], "epochs": int(epochs), "extra_epochs": int(extra_epochs),
-            "max_extensions": int(max_extensions), "batch_size": int(batch_size), "momentum": float(momentum),
-            "n_samples": None if n_samples is None else int(n_samples), "zero_policy": zero_policy}
+            "lr_grid": sorted(float(lr) for lr in lr_grid), "lr_rule": lr_rule, "epochs": int(epochs),
+            "extra_epochs": int(extra_epochs), "max_extensions": int(max_extensions), "batch_size": int(batch_size),
+            "momentum": float(momentum), "n_samples": None if n_samples is None else int(n_samples),
+            "zero_policy": zero_policy}
 
 
-@experiment("finetune")
-def finetune(params: dict) -> dict[str, np.ndarray]:
-    """One finetuning run (``params`` from :func:`run_params`): lr search and extensions; returns
-    weights before/after, masks and the record."""
-    pretrained = pretrained_model(params["pretraining"])
+def change_record(before: dict[str, np.ndarray], after: dict[str, np.ndarray], potential: str) -> dict[str, float]:
+    """How far finetuning moved the analysed weights (pooled over layers).
+
+    ``change_magnitude``: ``||grad phi(after) - grad phi(before)|| / ||grad phi(before)||`` under the
+    trained potential, over the weights it can analyse (for negative entropy, those that are
+    nonzero; it keeps signs); ``relative_change``: ``||after - before|| / ||before||``;
+    ``fraction_crossed_zero``: fraction of weights whose sign differs before and after (an exact
+    zero counts as its own sign).
+    """
+    b = np.concatenate([np.asarray(before[k], dtype=np.float64).ravel() for k in before])
+    a = np.concatenate([np.asarray(after[k], dtype=np.float64).ravel() for k in before])
+    keep = domain_mask(b, a, [potential])
+    if not np.isfinite(a).all() or not keep.any():  # a diverged run: nothing to measure
+        return {"change_magnitude": math.nan, "relative_change": math.nan, "fraction_crossed_zero": math.nan}
+    return {"change_magnitude": change_magnitude(b[keep], a[keep], potential),
+            "relative_change": float(np.linalg.norm(a - b) / np.linalg.norm(b)),
+            "fraction_crossed_zero": float(np.mean(np.sign(a) != np.sign(b)))}
+
+
+@experiment("finetune", machine=("device",))
+def finetune(params: dict, device: str = "cpu") -> dict[str, np.ndarray]:
+    """One finetuning run (``params`` from :func:`run_params`): lr search by the run's rule and
+    extensions; returns weights before/after, masks and the record (:data:`RECORD_FIELDS`, the
+    search, the device used)."""
+    resolved = resolve_device(device)
+    pretrained = pretrained_model(params["pretraining"], device=device)
     seed = params["seed"]
     if params["zero_policy"] == "nudge":
         nudge_zeros(pretrained, child_seed(seed, "nudge"))
     dim = models.n_analysed(pretrained)
     n = params["n_samples"] or math.floor(math.sqrt(dim))
     finetune_data = finetuning_images(params["pretraining"], n, child_seed(seed, "subset"))
-    before = {k: v.detach().numpy().copy() for k, v in models.analysed_weights(pretrained).items()}
+    before = {k: v.detach().cpu().numpy().copy() for k, v in models.analysed_weights(pretrained).items()}
+    grid = sorted(params["lr_grid"])
+    smallest = params["lr_rule"] == "smallest_reaching_100"
 
     searched_lrs, searched_epochs, searched_losses, searched_accs = [], [], [], []
-    best = None
+    chosen = None
     for extension in range(params["max_extensions"] + 1):
         epochs = params["epochs"] + extension * params["extra_epochs"]
-        best = None
-        for lr in params["lr_grid"]:
+        chosen = None
+        for lr in grid:
             model = copy.deepcopy(pretrained)
             watch = models.analysed_weights(model)
             result = train(model, finetune_data, params["potential"], lr, epochs, params["batch_size"],
-                           params["momentum"], child_seed(seed, "order"), params["zero_policy"], watch)
+                           params["momentum"], child_seed(seed, "order"), params["zero_policy"], watch, resolved)
             searched_lrs.append(lr), searched_epochs.append(epochs)
             searched_losses.append(result["loss"]), searched_accs.append(result["accuracy"])
-            if best is None or result["loss"] < best[0]["loss"]:
-                best = (result, model, lr, epochs)
-        if best[0]["accuracy"] >= 1.0:
+            candidate = (result, model, lr, epochs)
+            if smallest:
+                if result["accuracy"] >= 1.0:
+                    chosen = candidate
+                    break
+                if chosen is None or result["loss"] < chosen[0]["loss"]:  # the fallback if no rate reaches 100%
+                    chosen = candidate
+            elif chosen is None or result["loss"] < chosen[0]["loss"]:
+                chosen = candidate
+        if chosen[0]["accuracy"] >= 1.0:
             break
-    result, model, lr, epochs = best
-    after = models.analysed_weights(model)
-    arrays = {"dim": np.int64(dim), "n_samples": np.int64(n), "lr": np.float64(lr), "epochs": np.int64(epochs),
-              "train_loss": np.float64(result["loss"]), "train_accuracy": np.float64(result["accuracy"]),
-              "reached_100": np.bool_(result["accuracy"] >= 1.0),
+    result, model, lr, epochs = chosen
+    after = {k: v.detach().cpu().numpy().copy() for k, v in models.analysed_weights(model).items()}
+    arrays = {"dim": np.int64(dim), "n_samples": np.int64(n), "lr": np.float64(lr),
+              "lr_rule": np.asarray(params["lr_rule"]), "lr_at_grid_end": np.bool_(lr in (grid[0], grid[-1])),
+              "epochs": np.int64(epochs), "train_loss": np.float64(result["loss"]),
+              "train_accuracy": np.float64(result["accuracy"]), "reached_100": np.bool_(result["accuracy"] >= 1.0),
+              **{k: np.float64(v) for k, v in change_record(before, after, params["potential"]).items()},
               "n_euclidean_params": np.int64(result["n_euclidean_params"]),
               "search_lr": np.asarray(searched_lrs), "search_epochs": np.asarray(searched_epochs),
               "search_loss": np.asarray(searched_losses), "search_accuracy": np.asarray(searched_accs),
+              "device": np.asarray(str(resolved)), "mixed_precision": np.bool_(resolved.type == "cuda"),
               "layers": np.asarray(list(before), dtype=str)}
     for name in before:
         arrays[f"before/{name}"] = before[name]
-        arrays[f"after/{name}"] = after[name].detach().numpy().copy()
+        arrays[f"after/{name}"] = after[name]
         arrays[f"touched/{name}"] = result["touched"][name].numpy()
     return arrays
+
+
+def record(arrays: dict[str, np.ndarray]) -> dict:
+    """The run's record (:data:`RECORD_FIELDS`) as plain Python values."""
+    return {k: np.asarray(arrays[k]).item() for k in RECORD_FIELDS}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,15 +557,19 @@ def plan(architectures: Sequence[str], potentials: Sequence[str], seeds: Iterabl
 
 
 def run_all(runs: Sequence[dict], root=None, executor: str = "local", workers: int = 1, threads: int | None = 1,
-            progress: bool = True, **sweep_options):
-    """Pretrain what is needed, then finetune every run, as resumable sweeps; returns both sweep results."""
+            progress: bool = True, device: str = "cpu", **sweep_options):
+    """Pretrain what is needed, then finetune every run, as resumable sweeps; returns both sweep results.
 
+    ``device`` (the machine setting: ``cpu``, ``cuda`` or ``auto``) is where every job computes; it
+    is not part of the results' keys."""
+
+    resolve_device(device)  # a bad setting fails here, not in every worker
     pretrainings = {json_key(r["pretraining"]): r["pretraining"] for r in runs
                     if not models.is_torchvision(r["arch"])}
-    first = run_sweep(pretrain, [{"params": p} for p in pretrainings.values()], root, executor, workers, threads,
-                      progress, label_keys=["arch", "dataset"], **sweep_options)
-    second = run_sweep(finetune, [{"params": r} for r in runs], root, executor, workers, threads, progress,
-                       label_keys=["arch", "potential", "seed"], **sweep_options)
+    first = run_sweep(pretrain, [{"params": p, "device": device} for p in pretrainings.values()], root, executor,
+                      workers, threads, progress, label_keys=["arch", "dataset"], **sweep_options)
+    second = run_sweep(finetune, [{"params": r, "device": device} for r in runs], root, executor, workers, threads,
+                       progress, label_keys=["arch", "potential", "seed", "lr_rule"], **sweep_options)
     return first, second
 
 
@@ -426,12 +592,8 @@ def collect(runs: Sequence[dict], root=None, exclude_untouched: bool = False, pe
         table.insert(0, "seed", params["seed"])
         table.insert(0, "potential", params["potential"])
         table.insert(0, "arch", params["arch"])
-        table["dim"] = int(arrays["dim"])
-        table["n_samples"] = int(arrays["n_samples"])
-        table["lr"] = float(arrays["lr"])
-        table["epochs"] = int(arrays["epochs"])
-        table["train_accuracy"] = float(arrays["train_accuracy"])
-        table["reached_100"] = bool(arrays["reached_100"])
+        for name, value in record(arrays).items():
+            table[name] = value
         frames.append(table)
     if not frames:
         raise ValueError("no finished runs to collect; run the sweep first")

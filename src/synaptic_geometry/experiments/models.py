@@ -1,8 +1,12 @@
 """Networks for the finetuning protocol, a registry by name, and the rule that picks analysed weights.
 
 Our own small models (MLP, a residual convolutional network, the paper's tanh RNN reading an
-image row by row) and torchvision's ImageNet architectures are built through one function,
-:func:`build`. The weights analysed after finetuning are chosen by :func:`analysed_weights` with
+image row by row), the paper's architectures scaled for digits (ResNet-18 and ShuffleNetV2 x0.5,
+:mod:`~synaptic_geometry.experiments.imagenet_nets`; CORnet-RT and CORnet-S,
+:mod:`~synaptic_geometry.experiments.cornet`) are built through one function, :func:`build`;
+the ImageNet architectures (pretrained weights from a file) through :func:`build_torchvision`,
+with torchvision when it imports and otherwise, for ResNet-18 and ShuffleNetV2 x0.5, with the
+implementations written here (the same state-dict names). The weights analysed after finetuning are chosen by :func:`analysed_weights` with
 one rule for every architecture: the ``weight`` of every ``nn.Conv1d/2d/3d`` and ``nn.Linear``
 module, except the readout, defined as the last ``nn.Linear`` in registration order.
 """
@@ -16,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from synaptic_geometry.experiments import cornet, imagenet_nets
+from synaptic_geometry.experiments.checkpoints import load_checkpoint
 from synaptic_geometry.experiments.data import _torchvision
 
 ANALYSED_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -101,24 +107,33 @@ Builder = Callable[[tuple[int, ...], int], nn.Module]
 ARCHITECTURES: dict[str, Builder] = {
     "mlp": lambda s, k: MLP(s, k, (256, 256)),
     "mlp-tiny": lambda s, k: MLP(s, k, (32,)),
+    # the width sweep of the deep-network chapter: two hidden layers of h units, D = 784 h + h^2 on MNIST
+    **{f"mlp-{h}": (lambda s, k, h=h: MLP(s, k, (h, h))) for h in (32, 128, 512, 640)},
     "convnet": lambda s, k: ConvNet(s, k, width=8, blocks=1),
     "convnet-tiny": lambda s, k: ConvNet(s, k, width=4, blocks=1),
     "rnn-100": lambda s, k: TanhRNN(s, k, 100),
     "rnn-1000": lambda s, k: TanhRNN(s, k, 1000),
     "rnn-tiny": lambda s, k: TanhRNN(s, k, 16),
+    **imagenet_nets.DIGIT_ARCHITECTURES,
+    **cornet.ARCHITECTURES,
 }
 TORCHVISION_ARCHITECTURES = (
     "resnet18", "resnet34", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
     "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3",
 )
+# The published CORnets at ImageNet size; their weights come from the authors' checkpoints.
+CORNET_IMAGENET = {"cornet_rt": cornet.cornet_rt, "cornet_s": cornet.cornet_s}
+IMAGENET_ARCHITECTURES = TORCHVISION_ARCHITECTURES + tuple(CORNET_IMAGENET)
 
 
 def known_architectures() -> list[str]:
-    return list(ARCHITECTURES) + list(TORCHVISION_ARCHITECTURES)
+    return list(ARCHITECTURES) + list(IMAGENET_ARCHITECTURES)
 
 
 def is_torchvision(name: str) -> bool:
-    return name in TORCHVISION_ARCHITECTURES
+    """Whether ``name`` is an ImageNet network whose pretrained weights come from a file (torchvision's
+    architectures and the published CORnets), rather than one pretrained here."""
+    return name in IMAGENET_ARCHITECTURES
 
 
 def build(name: str, in_shape: tuple[int, ...] = (1, 28, 28), n_classes: int = 10, seed: int = 0) -> nn.Module:
@@ -151,19 +166,45 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def build_torchvision(name: str, weights_path: str | Path | None = None, download: bool = False) -> nn.Module:
-    """A torchvision ImageNet network with weights from ``weights_path`` or, if ``download``, torchvision's hub."""
-    if name not in TORCHVISION_ARCHITECTURES:
-        raise ValueError(f"unknown torchvision architecture {name!r}; known: {', '.join(TORCHVISION_ARCHITECTURES)}")
+    """An ImageNet network with weights from ``weights_path`` (a state dict; for the CORnets, the authors'
+    checkpoint) or, if ``download``, torchvision's hub (torchvision architectures only)."""
+    if name not in IMAGENET_ARCHITECTURES:
+        raise ValueError(f"unknown torchvision architecture {name!r}; known: {', '.join(IMAGENET_ARCHITECTURES)}")
+    if name in CORNET_IMAGENET:
+        if weights_path is None:
+            raise ValueError(f"{name} needs the authors' ImageNet checkpoint: pass weights_path=<checkpoint file>")
+        return load_checkpoint(CORNET_IMAGENET[name](), weights_path)
 
-    models = _torchvision().models
+    if weights_path is None and not download:
+        raise ValueError(f"{name} needs pretrained ImageNet weights: pass weights_path=<state dict file> "
+                         "or download=True (needs a network)")
+    try:
+        tv_models = _torchvision().models
+    except ImportError:
+        if name not in imagenet_nets.OWN_IMAGENET or download:
+            raise
+        tv_models = None
     if weights_path is not None:
-        model = models.get_model(name, weights=None)
-        model.load_state_dict(load_state_dict_file(weights_path))
+        model = tv_models.get_model(name, weights=None) if tv_models else imagenet_nets.OWN_IMAGENET[name]()
+        try:
+            model.load_state_dict(load_state_dict_file(weights_path))
+        except RuntimeError as error:
+            raise ValueError(f"weights in {weights_path} do not fit {name}: {error}") from error
         return model
-    if download:
-        return models.get_model(name, weights="DEFAULT")
-    raise ValueError(f"{name} needs pretrained ImageNet weights: pass weights_path=<state dict file> "
-                     "or download=True (needs a network)")
+    return tv_models.get_model(name, weights="DEFAULT")
+
+
+def imagenet_builder(name: str) -> tuple[bool, str]:
+    """Whether the ImageNet architecture ``name`` can be built here, and by what (or why not)."""
+    if name in CORNET_IMAGENET:
+        return True, "written here from the CORnet papers"
+    try:
+        _torchvision()
+        return True, "torchvision"
+    except ImportError as error:
+        if name in imagenet_nets.OWN_IMAGENET:
+            return True, "written here (torchvision does not import)"
+        return False, str(error).split(";")[0]
 
 
 def readout_name(model: nn.Module) -> str:

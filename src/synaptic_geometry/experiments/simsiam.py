@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,128 +49,14 @@ from torch.nn import functional as F
 
 from synaptic_geometry.experiments import data as data_mod
 from synaptic_geometry.experiments.checkpoints import load_checkpoint
-from synaptic_geometry.experiments.finetune import _param_groups, child_seed
+from synaptic_geometry.experiments.finetune import _param_groups, change_record, child_seed
+from synaptic_geometry.experiments.resnet import BLOCKS, STEMS, BasicBlock, Bottleneck, ResNet  # noqa: F401 (re-exported)
 from synaptic_geometry.infra.store import experiment
 from synaptic_geometry.optim import MirrorDescent
 from synaptic_geometry.potentials import get_potential
 
 LR_RULES = ("lowest_loss", "smallest_converged", "smallest_near_best")
 LOSS_FLOOR = -1.0  # the SimSiam loss when every pair of views gives aligned outputs
-
-# ---------------------------------------------------------------------------------------------
-# The backbone: ResNets of the ResNet-18 (basic blocks) and ResNet-50 (bottlenecks) families
-
-
-class BasicBlock(nn.Module):
-    """Two 3x3 convolutions with batch norm; identity shortcut, or a strided 1x1 projection."""
-
-    expansion = 1
-
-    def __init__(self, in_channels: int, width: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, width, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.downsample = _shortcut(in_channels, width, stride)
-
-    def last_norm(self) -> nn.BatchNorm2d:
-        return self.bn2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
-        return torch.relu(out + (x if self.downsample is None else self.downsample(x)))
-
-
-class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3 (with the stride), 1x1 expand x4, batch norms; shortcut as in :class:`BasicBlock`."""
-
-    expansion = 4
-
-    def __init__(self, in_channels: int, width: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = nn.Conv2d(width, width * 4, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(width * 4)
-        self.downsample = _shortcut(in_channels, width * 4, stride)
-
-    def last_norm(self) -> nn.BatchNorm2d:
-        return self.bn3
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.relu(self.bn1(self.conv1(x)))
-        out = self.bn3(self.conv3(torch.relu(self.bn2(self.conv2(out)))))
-        return torch.relu(out + (x if self.downsample is None else self.downsample(x)))
-
-
-def _shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Sequential | None:
-    if stride == 1 and in_channels == out_channels:
-        return None
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels))
-
-
-BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
-STEMS = ("imagenet", "small")
-
-
-class ResNet(nn.Module):
-    """A ResNet: stem, four stages of blocks (widths w, 2w, 4w, 8w; strides 1, 2, 2, 2), pool, ``fc``.
-
-    ``stem="imagenet"``: 7x7 convolution with stride 2 and a 3x3 max pool (for 224x224 images);
-    ``stem="small"``: one 3x3 convolution with stride 1 and no pool (the variant SimSiam used for
-    32x32 CIFAR images). ``fc`` is the identity here; SimSiam puts its projector there.
-    ``zero_init_residual`` starts the last batch norm of every block at zero (as SimSiam does).
-    """
-
-    def __init__(self, block: str = "basic", layers: Sequence[int] = (2, 2, 2, 2), width: int = 64,
-                 in_channels: int = 3, stem: str = "imagenet", zero_init_residual: bool = True):
-        super().__init__()
-        if block not in BLOCKS:
-            raise ValueError(f"unknown block {block!r}; known: {', '.join(BLOCKS)}")
-        if stem not in STEMS:
-            raise ValueError(f"unknown stem {stem!r}; known: {', '.join(STEMS)}")
-        layers = tuple(int(n) for n in layers)
-        if len(layers) != 4 or min(layers) < 1 or int(width) < 1:
-            raise ValueError(f"a ResNet needs four positive block counts and a positive width; got {layers}, {width}")
-        kind = BLOCKS[block]
-        if stem == "imagenet":
-            self.conv1 = nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False)
-            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        else:
-            self.conv1 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)
-            self.maxpool = nn.Identity()
-        self.bn1 = nn.BatchNorm2d(width)
-        channels = width
-        for stage, (n_blocks, stride) in enumerate(zip(layers, (1, 2, 2, 2)), start=1):
-            stage_width = width * 2 ** (stage - 1)
-            blocks = []
-            for index in range(n_blocks):
-                blocks.append(kind(channels, stage_width, stride if index == 0 else 1))
-                channels = stage_width * kind.expansion
-            setattr(self, f"layer{stage}", nn.Sequential(*blocks))
-        self.feature_dim = channels
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc: nn.Module = nn.Identity()
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        if zero_init_residual:
-            for module in self.modules():
-                if isinstance(module, (BasicBlock, Bottleneck)):
-                    nn.init.zeros_(module.last_norm().weight)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The pooled backbone features (before ``fc``)."""
-        x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return torch.flatten(self.avgpool(x), 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))
-
 
 # ---------------------------------------------------------------------------------------------
 # SimSiam
@@ -653,52 +538,86 @@ def finetune_params(potential: str, seed: int, pretraining: dict, lr_grid: Seque
             "momentum": float(momentum), "n_samples": None if n_samples is None else int(n_samples)}
 
 
+RATE_KEYS = ("potential", "seed", "pretraining", "epochs", "batch_size", "momentum", "n_samples")
+
+
+def _setup(params: dict) -> tuple[SimSiam, torch.Tensor, tuple[torch.Tensor, torch.Tensor], int, int]:
+    """The pretrained network, the run's ``N`` images, their fixed evaluation views, D and N."""
+    pretrained = pretrained_model(params["pretraining"])
+    augmentation = AUGMENTATIONS[params["pretraining"]["augmentation"]]
+    dim = n_analysed(pretrained)
+    n = params["n_samples"] or math.floor(math.sqrt(dim))
+    images = finetuning_images(params["pretraining"], n, child_seed(params["seed"], "subset"))
+    views = evaluation_views(images, augmentation, child_seed(params["seed"], "eval"))
+    return pretrained, images, views, dim, n
+
+
+@experiment("simsiam_finetune_rate")
+def finetune_at_rate(params: dict) -> dict[str, np.ndarray]:
+    """Finetuning at one learning rate (``params``: a run's :data:`RATE_KEYS` and ``lr``): the loss
+    on the fixed views before and after, the gap closed, the collapse statistic, the weights after.
+
+    Cached on its own, so that the learning-rate rules of :func:`finetune` share the runs of the
+    grid (a rule only chooses among them)."""
+    pretrained, images, views, _, _ = _setup(params)
+    augmentation = AUGMENTATIONS[params["pretraining"]["augmentation"]]
+    loss_before, std_before = evaluate(pretrained, views, params["batch_size"])
+    model = copy.deepcopy(pretrained)
+    result = train(model, images, augmentation, params["potential"], params["lr"], params["epochs"],
+                   params["batch_size"], params["momentum"], params["seed"], watch=analysed_weights(model))
+    loss, std = (math.inf, 0.0) if result["diverged"] else evaluate(model, views, params["batch_size"])
+    arrays = {"loss_before": np.float64(loss_before), "std_before": np.float64(std_before),
+              "loss": np.float64(loss), "std": np.float64(std), "diverged": np.bool_(result["diverged"]),
+              "gap_closed": np.float64(-math.inf if result["diverged"] else gap_closed(loss_before, loss)),
+              "epoch_loss": result["epoch_loss"], "n_euclidean_params": np.int64(result["n_euclidean_params"])}
+    for name, weight in analysed_weights(model).items():
+        arrays[f"after/{name}"] = weight.detach().numpy().copy()
+        arrays[f"touched/{name}"] = result["touched"][name].numpy()
+    return arrays
+
+
 @experiment("simsiam_finetune")
 def finetune(params: dict) -> dict[str, np.ndarray]:
     """One finetuning run (``params`` from :func:`finetune_params`): every parameter trained with the
     potential on the SimSiam loss over ``N = floor(sqrt(D))`` images, the learning rate chosen by
-    the run's rule; returns the backbone convolutions before/after (``before/<name>``,
-    ``after/<name>``, ``touched/<name>``, ``layers``: the layout that
-    :func:`synaptic_geometry.experiments.finetune.analyse` reads) and the run's record."""
-    pretrained = pretrained_model(params["pretraining"])
-    augmentation = AUGMENTATIONS[params["pretraining"]["augmentation"]]
-    seed = params["seed"]
-    dim = n_analysed(pretrained)
-    n = params["n_samples"] or math.floor(math.sqrt(dim))
-    images = finetuning_images(params["pretraining"], n, child_seed(seed, "subset"))
-    views = evaluation_views(images, augmentation, child_seed(seed, "eval"))
-    loss_before, std_before = evaluate(pretrained, views, params["batch_size"])
+    the run's rule among the cached runs of the grid (:func:`finetune_at_rate`); returns the
+    backbone convolutions before/after (``before/<name>``, ``after/<name>``, ``touched/<name>``,
+    ``layers``: the layout that :func:`synaptic_geometry.experiments.finetune.analyse` reads) and
+    the run's record, with the change record of :func:`~synaptic_geometry.experiments.finetune.change_record`."""
+    pretrained, _, _, dim, n = _setup(params)
     before = {k: v.detach().numpy().copy() for k, v in analysed_weights(pretrained).items()}
-
-    runs = []  # (lr, loss, gap closed, collapse statistic, model, training record), rates ascending
+    shared = {k: params[k] for k in RATE_KEYS}
+    runs = []  # (lr, stored run at that rate), rates ascending
     for lr in params["lr_grid"]:
-        model = copy.deepcopy(pretrained)
-        result = train(model, images, augmentation, params["potential"], lr, params["epochs"], params["batch_size"],
-                       params["momentum"], seed, watch=analysed_weights(model))
-        loss, std = (math.inf, 0.0) if result["diverged"] else evaluate(model, views, params["batch_size"])
-        closed = -math.inf if result["diverged"] else gap_closed(loss_before, loss)
-        runs.append((lr, loss, closed, std, model, result))
-        if params["lr_rule"] == "smallest_converged" and closed >= params["target_gap_closed"]:
+        run = finetune_at_rate({**shared, "lr": lr})
+        runs.append((lr, run))
+        if params["lr_rule"] == "smallest_converged" and float(run["gap_closed"]) >= params["target_gap_closed"]:
             break
+    closed = [float(run["gap_closed"]) for _, run in runs]
     target = params["target_gap_closed"]
     if params["lr_rule"] == "smallest_near_best":
-        target *= max(run[2] for run in runs)
-    reaching = [run for run in runs if run[2] >= target and run[2] > 0]
-    chosen = reaching[0] if reaching and params["lr_rule"] != "lowest_loss" else min(runs, key=lambda run: run[1])
-    lr, loss, closed, std, model, result = chosen
-    search = [run[:4] for run in runs]
+        target *= max(closed)
+    reaching = [(lr, run) for (lr, run), c in zip(runs, closed) if c >= target and c > 0]
+    if reaching and params["lr_rule"] != "lowest_loss":
+        lr, chosen = reaching[0]
+    else:
+        lr, chosen = min(runs, key=lambda r: float(r[1]["loss"]))
+    change = change_record(before, {k: chosen[f"after/{k}"] for k in before}, params["potential"])
     arrays = {"dim": np.int64(dim), "n_samples": np.int64(n), "lr": np.float64(lr), "epochs": np.int64(params["epochs"]),
-              "loss_before": np.float64(loss_before), "loss_after": np.float64(loss),
-              "gap_closed": np.float64(closed), "converged": np.bool_(closed >= target and closed > 0),
-              "std_before": np.float64(std_before), "std_after": np.float64(std),
+              "loss_before": chosen["loss_before"], "loss_after": chosen["loss"],
+              "gap_closed": chosen["gap_closed"],
+              "converged": np.bool_(float(chosen["gap_closed"]) >= target and float(chosen["gap_closed"]) > 0),
+              "std_before": chosen["std_before"], "std_after": chosen["std"],
               "lr_at_grid_end": np.bool_(lr in (params["lr_grid"][0], params["lr_grid"][-1])),
-              "epoch_loss": result["epoch_loss"], "n_euclidean_params": np.int64(result["n_euclidean_params"]),
-              "search_lr": np.asarray([s[0] for s in search]), "search_loss": np.asarray([s[1] for s in search]),
-              "search_gap_closed": np.asarray([s[2] for s in search]), "search_std": np.asarray([s[3] for s in search]),
+              **{key: np.float64(value) for key, value in change.items()},
+              "epoch_loss": chosen["epoch_loss"], "n_euclidean_params": chosen["n_euclidean_params"],
+              "search_lr": np.asarray([lr for lr, _ in runs]),
+              "search_loss": np.asarray([float(run["loss"]) for _, run in runs]),
+              "search_gap_closed": np.asarray(closed),
+              "search_std": np.asarray([float(run["std"]) for _, run in runs]),
               "layers": np.asarray(list(before), dtype=str)}
-    after = analysed_weights(model)
     for name in before:
         arrays[f"before/{name}"] = before[name]
-        arrays[f"after/{name}"] = after[name].detach().numpy().copy()
-        arrays[f"touched/{name}"] = result["touched"][name].numpy()
+        arrays[f"after/{name}"] = chosen[f"after/{name}"]
+        arrays[f"touched/{name}"] = chosen[f"touched/{name}"]
     return arrays

@@ -29,6 +29,7 @@ from synaptic_geometry.experiments.spiking import (
     stationary_samples,
     teacher_student,
 )
+from synaptic_geometry.experiments import spiking_protocol as P
 from synaptic_geometry.gaussianity import delta_cdf, domain_mask, identify
 
 # ----------------------------------------------------------------------------------------------
@@ -439,10 +440,33 @@ def identify_changes(weights: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def kept_fraction(weights: np.ndarray) -> dict[str, float]:
+    """Share of the weights that :func:`identify_changes` analyses at each snapshot.
+
+    The candidates include sign-keeping potentials, so a weight that changed sign (or is zero)
+    between the start and the snapshot is left out of every candidate's Delta-CDF.
+    """
+    early, end = _snapshots(weights.shape[1])
+    return {name: float(np.mean(domain_mask(weights[:, 0].ravel(), weights[:, idx].ravel())))
+            for name, idx in (("early (10 % of the run)", early), ("end", end))}
+
+
+def nested_noise_correlation(n_small: int, n_large: int) -> float:
+    """Correlation of two sample means of pure noise, one over the first n_small of n_large samples.
+
+    Cov = var / n_large and the standard deviations are sqrt(var / n_small), sqrt(var / n_large),
+    so the correlation is sqrt(n_small / n_large): nested estimates agree this much with no signal.
+    """
+    if not 0 < n_small <= n_large:
+        raise ValueError(f"need 0 < n_small <= n_large, got {n_small!r}, {n_large!r}")
+    return float(np.sqrt(n_small / n_large))
+
+
 def change_target_correlation(speed: Results, rule: str) -> float:
     """Correlation, pooled over runs, of the total weight change with teacher - initial weights."""
     change = (speed[f"weights_{rule}"][:, -1] - speed["w0"]).ravel()
-    target = (speed["teacher"][None, :] - speed["w0"]).ravel()
+    teacher = np.asarray(speed["teacher"])  # (n,) shared or (runs, n), one teacher per run
+    target = (np.broadcast_to(teacher, speed["w0"].shape) - speed["w0"]).ravel()
     return float(np.corrcoef(change, target)[0, 1])
 
 
@@ -451,8 +475,9 @@ def dual_space_table(speed: Results, x_samples: np.ndarray, neuron: Neuron = Neu
 
     Per rule (Euclidean, Gaussian-metric natural) and snapshot (early, end): the change of
     grad Psi (estimated from ``x_samples``) pooled over synapses, divided by the input rate, and
-    centred within each run for the low-rate group; and the plain weight change pooled and for
-    the low-rate group.
+    centred within each run for the low-rate group; and the plain weight change pooled, for the
+    low-rate group, and for the low-rate group centred the same way (the like-for-like comparison
+    of the centred dual statistic).
     """
     rows = []
     low = speed["rates"] == speed["rates"].min()
@@ -468,5 +493,165 @@ def dual_space_table(speed: Results, x_samples: np.ndarray, neuron: Neuron = Neu
                          "DeltaCDF, Psi dual, 10 Hz group, centred": delta_cdf(
                              (dual - dual.mean(1, keepdims=True))[:, low].ravel(), centered=True),
                          "DeltaCDF, 2-norm (pooled)": delta_cdf(change.ravel()),
-                         "DeltaCDF, 2-norm, 10 Hz group": delta_cdf(change[:, low].ravel())})
+                         "DeltaCDF, 2-norm, 10 Hz group": delta_cdf(change[:, low].ravel()),
+                         "DeltaCDF, 2-norm, 10 Hz group, centred": delta_cdf(
+                             (change - change.mean(1, keepdims=True))[:, low].ravel(), centered=True)})
     return pd.DataFrame(rows).set_index(["rule", "when"])
+
+
+# ----------------------------------------------------------------------------------------------
+# The paper's protocols: jobs and the analysis of their results
+# ----------------------------------------------------------------------------------------------
+
+
+def paper_protocol_jobs(n_trials: int, duration: float, eval_every: float, lr_factors: Sequence[float],
+                        robust_trials: int, approx_trials: int, seed: int) -> dict[str, list[dict]]:
+    """The runs of the chapter's teacher-student experiments, as job dicts of
+    :func:`~synaptic_geometry.experiments.spiking_protocol.teacher_student_run`.
+
+    ``main``: Fig 3F (10/50 Hz, Euclidean and natural at the paper's rates, weights recorded);
+    ``robust``: Fig 9D (each rule at factor x its rate, factor 1 included); ``approx``: Fig 12C-F
+    (one job per input-rate pair: the three rules at Table 1's rates). Each job simulates its
+    configurations together on the same trials and spikes.
+    """
+    common = dict(duration=float(duration), eval_every=float(eval_every), seed=int(seed))
+    table = P.TABLE1_RATES
+    main = [dict(rules=["euclidean", "natural"], etas=[table[(10.0, 50.0)][r] for r in ("euclidean", "natural")],
+                 low=10.0, high=50.0, n_trials=int(n_trials), record_weights=True, **common)]
+    factors = robust_factors(lr_factors)
+    robust = [dict(rules=[r for r in ("euclidean", "natural") for _ in factors],
+                   etas=[table[(10.0, 50.0)][r] * f for r in ("euclidean", "natural") for f in factors],
+                   low=10.0, high=50.0, n_trials=int(robust_trials), **common)]
+    approx = [dict(rules=list(P.PROTOCOL_RULES), etas=[rates[r] for r in P.PROTOCOL_RULES], low=low, high=high,
+                   n_trials=int(approx_trials), **common) for (low, high), rates in table.items()]
+    return {"main": main, "robust": robust, "approx": approx}
+
+
+def robust_factors(lr_factors: Sequence[float]) -> list[float]:
+    """The learning-rate factors of the robustness experiment: the given ones and 1, sorted."""
+    return sorted({1.0, *map(float, lr_factors)})
+
+
+def all_jobs(jobs: Mapping[str, list[dict]]) -> list[dict]:
+    """All jobs of :func:`paper_protocol_jobs`, in one list."""
+    return [job for group in jobs.values() for job in group]
+
+
+def configuration(result: Results, j: int) -> dict[str, np.ndarray]:
+    """Configuration ``j`` of a ``teacher_student_run`` result: times, kl, rmse, diverged."""
+    return {"times": result["times"], "kl": result["kl"][j], "rmse": result["rmse"][j],
+            "diverged": result["diverged"][j]}
+
+
+def format_interval(point: float, lo: float, hi: float, digits: int = 2, unit: str = "") -> str:
+    """"point [lo, hi] unit" with :func:`~synaptic_geometry.book.report.format_value` numbers."""
+    from synaptic_geometry.book.report import format_value
+
+    text = f"{format_value(point, digits)} [{format_value(lo, digits)}, {format_value(hi, digits)}]"
+    return f"{text} {unit}".rstrip()
+
+
+def curve_summary(runs: Mapping[str, Mapping[str, np.ndarray]], n_boot: int, seed: int = 0) -> pd.DataFrame:
+    """Per rule: time to the paper's KL threshold and to the 0.8-Hz rate RMSE, and the KL at the
+    end, each as the trial-mean's value with a 95 % bootstrap interval over trials.
+
+    ``runs``: rule -> dict with times, kl, rmse (trials, evals) and diverged (trials,), e.g. one
+    configuration of ``teacher_student_run`` (:func:`configuration`). Times are in s; inf =
+    never within the run. Columns hold (point, lo, hi) triples.
+    """
+    rows = []
+    for rule, res in runs.items():
+        times = res["times"]
+        kl_t = P.bootstrap_crossing(times, res["kl"], P.PAPER_KL_THRESHOLD, n_boot, seed)
+        rmse_t = P.bootstrap_crossing(times, res["rmse"], P.PAPER_RMSE_THRESHOLD, n_boot, seed)
+        mean, lo, hi = P.bootstrap_mean_band(res["kl"][:, -1:], n_boot, seed)
+        rows.append({"rule": rule, "trials": res["kl"].shape[0], "kl_time": kl_t, "rmse_time": rmse_t,
+                     "kl_end": (float(mean[0]), float(lo[0]), float(hi[0])),
+                     "diverged": int(np.sum(res["diverged"]))})
+    return pd.DataFrame(rows).set_index("rule")
+
+
+def compare_intervals(fast: tuple[float, float, float], slow: tuple[float, float, float]) -> str:
+    """Verdict on "``fast`` is smaller than ``slow``" from (point, lo, hi) intervals.
+
+    "holds" if fast's upper end is below slow's lower end, "reversed" if slow's upper end is below
+    fast's lower end, "not resolved" if the intervals overlap.
+    """
+    if fast[2] < slow[1]:
+        return "holds"
+    if slow[2] < fast[1]:
+        return "reversed"
+    return "not resolved"
+
+
+def robustness_frame(runs: Mapping[tuple[str, float], Mapping[str, np.ndarray]], n_boot: int,
+                     seed: int = 0) -> pd.DataFrame:
+    """Fig 9D: per (rule, factor) the time to the KL threshold with its bootstrap interval."""
+    rows = []
+    for (rule, factor), res in runs.items():
+        t, lo, hi = P.bootstrap_crossing(res["times"], res["kl"], P.PAPER_KL_THRESHOLD, n_boot, seed)
+        rows.append({"rule": rule, "factor": factor, "time": t, "lo": lo, "hi": hi,
+                     "duration": float(res["times"][-1])})
+    return pd.DataFrame(rows)
+
+
+def angle_frame(angles: Results) -> pd.DataFrame:
+    """Fig 12A-B: per input-rate pair, the mean (over initial weights) angle in degrees between the
+    natural update and the approximate or the Euclidean update, in both geometries."""
+    rows = []
+    for low, high in angles["pairs"]:
+        tag = f"{low:g}_{high:g}"
+        row = {"pair": f"{low:g}/{high:g} Hz"}
+        for geometry in ("euclid", "fisher"):
+            for other in ("approximate", "euclidean"):
+                row[f"{geometry}_{other}"] = float(np.mean(angles[f"{geometry}_{other}_{tag}"]))
+        row["g4"] = float(np.mean(angles[f"g4_{tag}"]))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def run_paper_protocols(n_trials: int, duration: float, eval_every: float, lr_factors: Sequence[float],
+                        robust_trials: int, approx_trials: int, path_trials: int, path_duration: float,
+                        seed: int = 0, executor: str = "local", workers: int = 1, progress: bool = True):
+    """Run (or load) every teacher-student job of the chapter through the sweep runner.
+
+    Returns (jobs, results): the job groups of :func:`paper_protocol_jobs` plus ``paths`` (the
+    two-synapse job), and a list of results parallel to each group.
+    """
+    from synaptic_geometry.infra.sweep import run_sweep
+
+    jobs = paper_protocol_jobs(n_trials, duration, eval_every, lr_factors, robust_trials, approx_trials, seed)
+    paths = [dict(n_trials=int(path_trials), duration=float(path_duration), seed=int(seed))]
+    for fn, todo in ((P.two_synapse_run, paths), (P.teacher_student_run, all_jobs(jobs))):
+        sweep = run_sweep(fn, todo, executor=executor, workers=workers, progress=progress)
+        if not sweep.ok:
+            raise RuntimeError(sweep.summary())
+    results = {name: [P.teacher_student_run(**job) for job in group] for name, group in jobs.items()}
+    results["paths"] = [P.two_synapse_run(**job) for job in paths]
+    return dict(jobs, paths=paths), results
+
+
+def single_synapse_democracy(inv_alphas: Sequence[float] = tuple(range(1, 11)), rate: float = 5.0,
+                             teacher_rate: float = 20.0, v0: float = 0.05, duration: float = 5.0,
+                             n_trials: int = 100, seed: int = 0, neuron: Neuron = Neuron()) -> dict[str, np.ndarray]:
+    """The paper's Fig 4 protocol: one synapse at ``rate`` Hz, a Poisson teacher at ``teacher_rate``
+    Hz, somatic weight ``v0`` (a 3-mV PSP), attenuation 1/alpha in ``inv_alphas``, ``duration`` s.
+
+    The dendritic weight is v0 * (1/alpha), so the somatic start is the same at every distance.
+    Returns the somatic change (unit learning rate, weights held fixed over the protocol: the
+    paper's rates move them by a negligible fraction in 5 s) per rule, (alphas, trials).
+    """
+    n_steps = int(round(duration / neuron.dt))
+    _, x = input_traces([rate], n_steps, [seed + 6000 + k for k in range(n_trials)], neuron)
+    rng = np.random.default_rng([int(seed), 17])
+    target = rng.poisson(teacher_rate * neuron.dt, size=(n_trials, n_steps))
+    out = {"inv_alphas": np.asarray(inv_alphas, dtype=float)}
+    for rule in ("euclidean", "natural_gaussian"):
+        somatic = []
+        for inv in out["inv_alphas"]:
+            alpha = np.full((n_trials, 1), 1.0 / inv)
+            w = np.full((n_trials, 1), v0 * inv)
+            dw = protocol_updates(rule, w, x, target, [rate], neuron, attenuation=alpha)
+            somatic.append((alpha * dw)[:, 0])
+        out[f"somatic_{rule}"] = np.array(somatic)
+    return out

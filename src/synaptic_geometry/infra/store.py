@@ -276,7 +276,8 @@ def provenance(name: str, params: Mapping, root: str | Path | None = None, versi
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def experiment(name: str, depends_on: Iterable[str] = ()) -> Callable[[Callable[..., Mapping]], Callable[..., StoredResult]]:
+def experiment(name: str, depends_on: Iterable[str] = (),
+               machine: Iterable[str] = ()) -> Callable[[Callable[..., Mapping]], Callable[..., StoredResult]]:
     """Declare a cached experiment: a function of keyword parameters returning a dict of arrays.
 
     Calling the decorated function binds its arguments (defaults included) into the parameters
@@ -287,13 +288,22 @@ def experiment(name: str, depends_on: Iterable[str] = ()) -> Callable[[Callable[
     :func:`default_root`) and ``recompute`` (ignore a stored result). The undecorated function
     is ``.compute``; ``.key(**params)``, ``.path(**params)`` and ``.provenance(**params)`` look a
     result up, and ``.version()`` is the code version in its key.
+
+    ``machine`` names arguments that say how to compute, not what (e.g. ``device``): they reach
+    the function but stay out of the key, so a result computed on one machine is found on another.
+    The function should record in its arrays whatever of them affects the numbers.
     """
     _check_name(name)
     extra = tuple(depends_on)
+    machine_args = frozenset(machine)
 
     def decorate(function: Callable[..., Mapping]) -> Callable[..., StoredResult]:
         signature = inspect.signature(function)
         modules = (function.__module__, *extra)
+        unknown = machine_args - set(signature.parameters)
+        if unknown:
+            raise TypeError(f"experiment {name!r}: machine argument(s) {sorted(unknown)} are not parameters of "
+                            f"{function.__name__}")
 
         def bind(args: tuple, kwargs: dict) -> dict:
             try:
@@ -303,13 +313,17 @@ def experiment(name: str, depends_on: Iterable[str] = ()) -> Callable[[Callable[
             bound.apply_defaults()
             return dict(bound.arguments)
 
+        def key_params(arguments: dict) -> dict:
+            return {k: v for k, v in arguments.items() if k not in machine_args}
+
         def version() -> str:
             known = tuple(m for m in modules if _module_file(m) is not None)
             return code_version(known) if known else code_version()
 
         @functools.wraps(function)
         def run(*args, root: str | Path | None = None, recompute: bool = False, **kwargs) -> StoredResult:
-            params = bind(args, kwargs)
+            arguments = bind(args, kwargs)
+            params = key_params(arguments)
             folder = Path(root) if root is not None else default_root()
             if recompute:
                 (folder / name / f"{result_key(name, params, version())}.npz").unlink(missing_ok=True)
@@ -317,7 +331,7 @@ def experiment(name: str, depends_on: Iterable[str] = ()) -> Callable[[Callable[
             def compute() -> Mapping[str, np.ndarray]:
                 token = _ACTIVE_ROOT.set(folder)
                 try:
-                    return function(**params)
+                    return function(**arguments)
                 finally:
                     _ACTIVE_ROOT.reset(token)
 
@@ -327,9 +341,11 @@ def experiment(name: str, depends_on: Iterable[str] = ()) -> Callable[[Callable[
         run.experiment_name = name
         run.version = version
         run.path = lambda *args, root=None, **kwargs: (
-            (Path(root) if root is not None else default_root()) / name / f"{result_key(name, bind(args, kwargs), version())}.npz")
-        run.key = lambda *args, **kwargs: result_key(name, bind(args, kwargs), version())
-        run.provenance = lambda *args, root=None, **kwargs: provenance(name, bind(args, kwargs), root, version())
+            (Path(root) if root is not None else default_root()) / name
+            / f"{result_key(name, key_params(bind(args, kwargs)), version())}.npz")
+        run.key = lambda *args, **kwargs: result_key(name, key_params(bind(args, kwargs)), version())
+        run.provenance = lambda *args, root=None, **kwargs: provenance(name, key_params(bind(args, kwargs)), root,
+                                                                       version())
         return run
 
     return decorate

@@ -9,7 +9,8 @@ half-way leaves nothing that looks finished. Rerunning a sweep skips done jobs a
 
 Executors: ``"serial"`` (in this process), ``"local"`` (a ``ProcessPoolExecutor`` on local cores)
 and ``"submitit"`` (SLURM through submitit; ``cluster="local"`` runs submitit's local executor,
-which is how the tests exercise that path). A failing job is recorded with its error and
+which is how the tests exercise that path; scheduler settings such as the time limit and GPUs
+per task come from ``executor_options`` or ``$SYNAPTIC_GEOMETRY_SUBMITIT``). A failing job is recorded with its error and
 traceback, the sweep goes on, and :meth:`SweepResult.summary` lists the failures.
 """
 
@@ -19,6 +20,7 @@ import concurrent.futures as cf
 import importlib
 import json
 import multiprocessing
+import os
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -31,6 +33,7 @@ from tqdm import tqdm
 from synaptic_geometry.infra import store
 
 EXECUTORS = ("serial", "local", "submitit")
+SUBMITIT_ENV = "SYNAPTIC_GEOMETRY_SUBMITIT"  # JSON submitit parameters for every array (see submitit_options_from_env)
 Experiment = Callable[..., store.StoredResult]
 
 
@@ -153,14 +156,34 @@ def run_sweep(fn: Experiment | str, jobs: Sequence[dict], root: str | Path | Non
                 except Exception as error:  # the worker process itself died
                     status = {"ok": False, "error": f"worker died: {type(error).__name__}: {error}"}
                 record(futures[future], status)
-    else:
-        options = {"slurm_array_parallelism": workers, **(executor_options or {})}  # slurm_* ignored elsewhere
+    else:  # slurm_* options are ignored by the other clusters
+        options = {"slurm_array_parallelism": workers, **submitit_options_from_env(), **(executor_options or {})}
         _run_submitit(fn, name, todo, root, root_str, threads, cluster, options, record, version)
     bar.close()
     result.seconds = time.time() - start
     if result.failures:
         _write_failures(name, root, result.failures)
     return result
+
+
+def submitit_options_from_env() -> dict:
+    """submitit parameters from ``$SYNAPTIC_GEOMETRY_SUBMITIT`` (a JSON object; empty if unset).
+
+    This is how the book build (whose machine flags have no place for a scheduler's settings)
+    gets a time limit, GPUs and a partition to every array it submits, e.g.
+    ``{"timeout_min": 240, "gpus_per_node": 1, "slurm_partition": "gpu"}``; options passed to
+    :func:`run_sweep` as ``executor_options`` take precedence.
+    """
+    text = os.environ.get(SUBMITIT_ENV, "").strip()
+    if not text:
+        return {}
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"${SUBMITIT_ENV} must be a JSON object of submitit parameters; got {text!r} ({error})") from None
+    if not isinstance(options, dict):
+        raise ValueError(f"${SUBMITIT_ENV} must be a JSON object of submitit parameters, got {type(options).__name__}")
+    return options
 
 
 def _run_submitit(fn, name, todo, root, root_str, threads, cluster, options, record, version) -> None:

@@ -1,4 +1,4 @@
-"""Tests for synaptic_geometry.identify.tool: the identify tool on paired measurements (Python and CLI)."""
+"""Tests for synaptic_geometry.identify: the identify tool on paired measurements (Python and CLI)."""
 
 import json
 import subprocess
@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synaptic_geometry.identify import tool as M
+import synaptic_geometry.identify as M
+from synaptic_geometry import CANDIDATE_POTENTIALS
 from synaptic_geometry.experiments.biology import simulate_measurements
 
 CANDIDATES = ("negative_entropy", "2-norm", "3-norm")
@@ -109,7 +110,7 @@ def test_drop_rows_is_explicit_and_reported():
     assert result.dropped_rows == ["index 5", "index 17", "index 40"]
     assert result.n_synapses == 197
     assert "negative_entropy" in set(result.table["candidate"])
-    assert "dropped 3 row(s)" in result.summary()
+    assert "dropped 3 row(s)" in " ".join(result.summary().split())
 
 
 def test_drop_candidates_is_explicit_and_reported():
@@ -136,7 +137,7 @@ def test_read_pairs_by_id_in_any_order(tmp_path):
     a = pd.DataFrame({"synapse": ids[::-1], "size": after[::-1]})
     b.to_csv(tmp_path / "b.csv", index=False)
     a.to_csv(tmp_path / "a.csv", index=False)
-    data = M.read_measurements(tmp_path / "b.csv", tmp_path / "a.csv", id_column="synapse")
+    data = M.read_measurements(tmp_path / "b.csv", tmp_path / "a.csv", id_columns="synapse")
     np.testing.assert_array_equal(data.after, 2 * data.before)
     assert data.labels[0] == "id s0"
 
@@ -145,7 +146,7 @@ def test_read_pairs_by_id_in_any_order(tmp_path):
 def run(args, capsys):
     code = M.main([str(a) for a in args])
     out, err = capsys.readouterr()
-    return code, out, err
+    return code, " ".join(out.split()), err  # the summary wraps its lines
 
 
 def test_cli_writes_figure_and_tables(tmp_path, capsys):
@@ -162,7 +163,7 @@ def test_cli_writes_figure_and_tables(tmp_path, capsys):
     assert fig.read_bytes()[:4] == b"\x89PNG"
     written = pd.read_csv(table)
     assert written["candidate"].iloc[0] == "negative_entropy"
-    assert len(written) == len(M.CANDIDATE_POTENTIALS)
+    assert len(written) == len(CANDIDATE_POTENTIALS)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["after.csv", "before.csv", "out.csv", "out.png"]
 
     js = tmp_path / "out.json"
@@ -273,14 +274,14 @@ def test_module_runs_as_script(tmp_path):
     b, a = write_pair(tmp_path, before, after, column="weight")
     fig = tmp_path / "f.png"
     done = subprocess.run(
-        [sys.executable, "-m", "synaptic_geometry.identify.tool", b, a, "--n-boot", "100", "--figure", str(fig)],
+        [sys.executable, "-m", "synaptic_geometry.identify", b, a, "--n-boot", "100", "--figure", str(fig)],
         capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert "best: negative_entropy" in done.stdout
     assert fig.exists()
     failed = subprocess.run(
-        [sys.executable, "-m", "synaptic_geometry.identify.tool", b, str(tmp_path / "missing.csv")],
+        [sys.executable, "-m", "synaptic_geometry.identify", b, str(tmp_path / "missing.csv")],
         capture_output=True, text=True, timeout=120,
     )
     assert failed.returncode == 1
@@ -288,11 +289,112 @@ def test_module_runs_as_script(tmp_path):
 
 
 def test_calibration_counts(tmp_path):
-    result = M.cached_calibration([300], reps=3, n_boot=100, seed=0, root=tmp_path)
+    result = M.stored_calibration([300], reps=3, n_boot=100, seed=0, root=tmp_path)
     assert result["decisive"].shape == (3, 1)
     for key in ("best_correct", "decisive", "decisive_wrong", "best_fraction"):
         assert np.all((result[key] >= 0) & (result[key] <= 1 + 1e-12))
     assert np.all(result["decisive_wrong"] <= result["decisive"] + 1e-12)
     assert result["best_correct"][0, 0] == pytest.approx(1.0)  # negative entropy, 300 synapses
-    again = M.cached_calibration([300], reps=3, n_boot=100, seed=0, root=tmp_path)
+    assert not result.from_store
+    again = M.stored_calibration([300], reps=3, n_boot=100, seed=0, root=tmp_path)
+    assert again.from_store
     np.testing.assert_array_equal(result["decisive"], again["decisive"])
+
+
+def test_figure_shares_match_the_summary():
+    before, after = simulated(300)
+    result = M.identify_measurements(before, after, CANDIDATES, n_boot=100, seed=2)
+    labels = [t.get_text() for t in M.plot_result(result).axes[0].get_yticklabels()]
+    share = f"{100 * result.best_fraction:.1f}%"
+    assert f"{result.best}\n(best in {share})" in labels
+    assert f"lowest Delta-CDF in {share} of resamples" in " ".join(result.summary().split())
+
+
+def test_package_reexports_every_module_function():
+    from synaptic_geometry.identify import calibration, cli, counts, outputs, plotting, reading, statistics, tables
+    for module in (calibration, cli, counts, outputs, plotting, reading, statistics, tables):
+        for name in module.__all__:
+            if name not in ("FIGURE_SUFFIXES", "TABLE_SUFFIXES", "check_output", "verdict"):
+                assert getattr(M, name) is getattr(module, name), name
+
+
+def test_bootstrap_in_batches_equals_one_resample_at_a_time(monkeypatch):
+    """The resamples are scored in batches (several batches here); each interval is what scoring
+    the same resamples one at a time with the scalar Delta-CDF gives."""
+    from synaptic_geometry.gaussianity import delta_cdf, dual_change
+    from synaptic_geometry.identify import statistics
+
+    monkeypatch.setattr(statistics, "_BOOT_VALUES", 7 * 400)  # 7 resamples per batch
+    rng = np.random.default_rng(5)
+    before = np.exp(rng.standard_normal(400))
+    after = before * np.exp(0.2 * rng.standard_normal(400))
+    result = statistics.identify_measurements(before, after, candidates=["negative_entropy", "2-norm"], n_boot=100, seed=3)
+    draws = np.random.default_rng(3)
+    idx = [draws.integers(0, 400, 400) for _ in range(100)]
+    for name in ("negative_entropy", "2-norm"):
+        change = dual_change(before, after, name)
+        boot = np.array([delta_cdf(change[i]) for i in idx])
+        row = result.table.set_index("candidate").loc[name]
+        low, high = np.quantile(boot, [(1 - result.confidence) / 2, (1 + result.confidence) / 2])
+        assert row["ci_low"] == pytest.approx(low, rel=1e-12) and row["ci_high"] == pytest.approx(high, rel=1e-12)
+
+
+
+def test_share_upper_bound():
+    assert M.share_upper_bound(0, 20) == pytest.approx(1 - 0.05 ** (1 / 20))
+    assert 0.13 < M.share_upper_bound(0, 20) < 0.14
+    assert M.share_upper_bound(20, 20) == 1.0
+    assert M.share_upper_bound(5, 20) > 5 / 20
+    assert M.share_upper_bound(0, 200) < M.share_upper_bound(0, 20)
+    for args, message in (((0, 0), "trials"), ((3, 2), "successes"), ((1, 10, 1.0), "confidence")):
+        with pytest.raises(ValueError, match=message):
+            M.share_upper_bound(*args)
+
+
+def test_result_and_calibration_tables(tmp_path):
+    before, after = simulated(300)
+    result = M.identify_measurements(before, after, CANDIDATES, n_boot=100, seed=0)
+    table = M.result_table(result)
+    assert list(table.columns) == ["candidate", "delta_cdf", "interval", "best_fraction"]
+    assert table.candidate.iloc[0] == "negative entropy"
+    assert table.interval.iloc[0] == f"{result.table.ci_low.iloc[0]:.3g}–{result.table.ci_high.iloc[0]:.3g}"
+    calibration = M.calibrate([100, 300], reps=3, n_boot=100, seed=0)
+    rows = M.calibration_table(calibration, reps=3)
+    assert len(rows) == 3 * 2 and set(rows.n) == {100, 300}
+    assert np.all(rows.wrong_bound >= rows.decisive_wrong)
+    zero = rows[rows.decisive_wrong == 0].wrong_bound
+    assert np.allclose(zero, 1 - 0.05 ** (1 / 3))
+
+
+def test_compare_results_side_by_side():
+    before, after = simulated(400)
+    grown = after * 1.5  # a common growth factor: a constant in negative entropy's dual space
+    plain = M.identify_measurements(before, grown, CANDIDATES, n_boot=100)
+    centred = M.identify_measurements(before, grown, CANDIDATES, n_boot=100, centered=True)
+    table = M.compare_results({"uncentred": plain, "centred": centred})
+    assert list(table.columns) == ["candidate", "uncentred", "uncentred best", "centred", "centred best"]
+    row = table.set_index("candidate").loc["negative entropy"]
+    assert row["centred best"] and row["centred"] < row["uncentred"]
+    assert table["centred best"].sum() == 1 and table["uncentred best"].sum() == 1
+    with pytest.raises(ValueError, match="at least one"):
+        M.compare_results({})
+
+
+def test_summary_lines_fit_a_narrow_terminal():
+    before, after = sign_trouble()
+    text = M.identify_measurements(before, after, n_boot=100, invalid="drop_rows").summary()
+    table_lines = 6  # header and one row per candidate, as pandas prints them
+    lines = text.splitlines()
+    assert all(len(line) <= 72 for line in lines[:1] + lines[1 + table_lines:]), text
+
+
+def test_command_line_keeps_options_with_their_values():
+    args = ["before.csv", "after.csv", "--counts", "--control", "b2.csv", "a 2.csv", "--n-boot", "200"]
+    text = M.command_line(args, width=40)
+    lines = text.splitlines()
+    assert lines[0].startswith("synaptic-geometry identify before.csv")
+    assert all(line.endswith(" \\") for line in lines[:-1]) and len(lines) > 1
+    assert "--control b2.csv 'a 2.csv'" in text  # one group, quoted
+    assert all(len(line) <= 40 for line in lines)
+    import shlex
+    assert shlex.split(text.replace("\\\n", " "))[2:] == args  # the shell reads back the same arguments

@@ -1,0 +1,138 @@
+"""The deep-network chapter's plan, scores, outcomes and verdicts, and the resumable enlarged sweep."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from synaptic_geometry.experiments import deep_analysis as da
+from synaptic_geometry.experiments import finetune as ft
+
+PROTOCOLS = {"published": {"lr_rule": "lowest_loss"}, "small-change": {"lr_rule": "smallest_reaching_100"}}
+PRETRAINING = {"mlp-tiny": {"epochs": 1, "lr": 0.1}}
+OPTIONS = dict(lr_grid=[0.01, 0.5], epochs=2, max_extensions=0, batch_size=32)
+
+
+def tiny_plan(potentials=("2-norm", "negative_entropy")):
+    return da.chapter_plan(["mlp-tiny"], list(potentials), [0], PRETRAINING, PROTOCOLS, dataset="digits-embedded",
+                           **OPTIONS)
+
+
+def test_plan_pairs_protocols_on_the_same_pretraining_and_seeds():
+    runs = tiny_plan()
+    assert len(runs) == 4
+    assert [da.protocol_of(r, PROTOCOLS) for r in runs] == ["published"] * 2 + ["small-change"] * 2
+    assert runs[0]["pretraining"] == runs[2]["pretraining"] and runs[0]["seed"] == runs[2]["seed"]
+    assert {r["lr_rule"] for r in runs} == set(ft.LR_RULES)
+    # an architecture without its own settings uses the default's (the width sweep)
+    (wide,) = da.chapter_plan(["mlp-32"], ["2-norm"], [0], {"mlp": {"epochs": 2, "lr": 0.05}}, PROTOCOLS | {},
+                              **OPTIONS)[:1]
+    assert wide["pretraining"]["epochs"] == 2 and wide["arch"] == "mlp-32"
+    with pytest.raises(ValueError, match="unknown option"):
+        da.chapter_plan(["mlp-tiny"], ["2-norm"], [0], PRETRAINING, {"x": {"momentum": 0.5}})
+    with pytest.raises(ValueError, match="at least one protocol"):
+        da.chapter_plan(["mlp-tiny"], ["2-norm"], [0], PRETRAINING, {})
+    with pytest.raises(ValueError, match="no pretraining settings"):
+        da.chapter_plan(["rnn-tiny"], ["2-norm"], [0], PRETRAINING, PROTOCOLS, pretraining_default="none")
+    with pytest.raises(ValueError, match="matches no protocol"):
+        da.protocol_of({**runs[0], "lr_rule": "other"}, PROTOCOLS)
+
+
+def synthetic_scores():
+    """Two runs, two statistics: under 'raw' the first run is missed, under 'corrected' both are found."""
+    rows = []
+    values = {("raw", 0): {"2-norm": 0.3, "3-norm": 0.2, "negative_entropy": 0.5},
+              ("raw", 1): {"2-norm": 0.1, "3-norm": 0.2, "negative_entropy": 0.4},
+              ("corrected", 0): {"2-norm": 0.05, "3-norm": 0.08, "negative_entropy": 0.3},
+              ("corrected", 1): {"2-norm": 0.04, "3-norm": 0.09, "negative_entropy": 0.2}}
+    for (stat, seed), table in values.items():
+        for candidate, value in table.items():
+            rows.append({"protocol": "p", "arch": "a", "potential": "2-norm", "seed": seed, "statistic": stat,
+                         "layer": "pooled", "candidate": candidate, "delta_cdf": value, "floor_median": 0.02,
+                         "floor_q95": 0.03, "n_weights": 100, "change_magnitude": 0.1 * (seed + 1),
+                         "lr_at_grid_end": seed == 1, "reached_100": True})
+    return pd.DataFrame(rows)
+
+
+def test_outcomes_margins_and_verdicts():
+    out = da.outcomes(synthetic_scores()).set_index(["statistic", "seed"])
+    assert out.loc[("raw", 0), "inferred"] == "3-norm" and not out.loc[("raw", 0), "correct"]
+    assert out.loc[("raw", 0), "margin"] == pytest.approx(0.2 - 0.3)  # negative: missed by 0.1
+    assert out.loc[("raw", 1), "margin"] == pytest.approx(0.1)
+    assert out.loc[("corrected", 0), "floor_ratio"] == pytest.approx(0.05 / 0.02)
+    table = da.verdicts(out.reset_index()).set_index("statistic")
+    assert table.loc["raw", "identified"] == "1 / 2" and table.loc["raw", "verdict"] == "partly"
+    assert table.loc["corrected", "verdict"] == "holds" and table.loc["corrected", "rate at grid end"] == 1
+    assert table.loc["corrected", "median change"] == pytest.approx(0.15)
+    c = da.counts(out.reset_index()).set_index("statistic")
+    assert c.loc["raw", "identified"] == 1 and c.loc["corrected", "runs"] == 2
+    assert [da.verdict(k, 6) for k in (6, 5, 3, 2, 0)] == ["holds", "partly", "partly", "fails", "fails"]
+    with pytest.raises(ValueError):
+        da.verdict(3, 2)
+    with pytest.raises(ValueError, match="trained potential"):
+        da.outcomes(synthetic_scores().query("candidate != '2-norm'"))
+
+
+def test_scores_of_stored_runs(tmp_path):
+    runs = tiny_plan(["negative_entropy"])
+    ft.run_all(runs, root=tmp_path, executor="serial", progress=False)
+    table = da.scores(runs, PROTOCOLS, root=tmp_path, floor_samples=3)
+    assert set(table["statistic"]) == set(da.STATISTICS) and set(table["protocol"]) == set(PROTOCOLS)
+    assert len(table) == 2 * 2 * len(ft.CANDIDATE_POTENTIALS) and (table["layer"] == "pooled").all()
+    assert (table["delta_cdf"] > 0).all() and (table["floor_median"] > 0).all()
+    raw = table[table["statistic"] == "raw"]
+    arrays = ft.finetune(runs[0], root=tmp_path)
+    plain = ft.analyse(arrays, exclude_untouched=True).set_index("candidate")["delta_cdf"]
+    first = raw[raw["protocol"] == "published"].set_index("candidate")["delta_cdf"]
+    np.testing.assert_allclose(first.loc[plain.index], plain)  # the raw statistic is the published one
+    per_layer = da.scores(runs, PROTOCOLS, root=tmp_path, floor_samples=3, per_layer=True)
+    assert set(per_layer["layer"]) == {"features.1.weight"}
+
+
+def test_enlarged_sweep_resumes_after_a_kill(tmp_path):
+    """The chapter's sweep (both protocols) killed after its first finished run reruns only the missing runs."""
+    runs = tiny_plan(["2-norm", "negative_entropy", "3-norm"])
+    root = tmp_path / "store"
+    script = textwrap.dedent(f"""
+        from synaptic_geometry.experiments import deep_analysis as da, finetune as ft
+        runs = da.chapter_plan(["mlp-tiny"], ["2-norm", "negative_entropy", "3-norm"], [0], {PRETRAINING!r},
+                               {PROTOCOLS!r}, dataset="digits-embedded", **{OPTIONS!r})
+        ft.run_all(runs, root={str(root)!r}, executor="serial", progress=False)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not any(ft.is_done(ft.finetune, {"params": r}, root) for r in runs):
+            assert proc.poll() is None, "sweep subprocess ended early"
+            assert time.time() < deadline, "no run finished in time"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done = [r for r in runs if ft.is_done(ft.finetune, {"params": r}, root)]
+    assert 1 <= len(done) < len(runs)
+    stamps = {ft.finetune.path(r, root=root): ft.finetune.path(r, root=root).stat().st_mtime_ns for r in done}
+    first, second = ft.run_all(runs, root=root, executor="serial", progress=False)
+    assert (first.n_cached, first.n_computed) == (1, 0)  # the pretraining survived
+    assert (second.n_cached, second.n_computed) == (len(done), len(runs) - len(done)) and second.ok
+    assert all(path.stat().st_mtime_ns == stamp for path, stamp in stamps.items())  # not redone
+    assert all(ft.is_done(ft.finetune, {"params": r}, root) for r in runs)
+
+
+def test_record_summary_and_identified_fraction():
+    out = da.outcomes(synthetic_scores()).assign(lr=[0.1, 0.3, 0.1, 0.3], relative_change=0.2,
+                                                 fraction_crossed_zero=[0.0, 0.1, 0.0, 0.1], epochs=30, dim=1000)
+    summary = da.record_summary(out).iloc[0]
+    assert summary["runs"] == 2 and summary["median rate"] == pytest.approx(0.2)  # each run counted once
+    assert summary["rate at grid end"] == 1 and summary["missed 100%"] == 0
+    frac = da.identified_fraction(out, ["statistic"]).set_index("statistic")
+    assert frac.loc["raw", "identified"] == 0.5 and frac.loc["corrected", "identified"] == 1.0
+    assert frac.loc["raw", "margin"] == pytest.approx(np.median([-0.1, 0.1]) / 0.02)
