@@ -125,3 +125,14 @@ def test_enlarged_sweep_resumes_after_a_kill(tmp_path):
     assert (second.n_cached, second.n_computed) == (len(done), len(runs) - len(done)) and second.ok
     assert all(path.stat().st_mtime_ns == stamp for path, stamp in stamps.items())  # not redone
     assert all(ft.is_done(ft.finetune, {"params": r}, root) for r in runs)
+
+
+def test_record_summary_and_identified_fraction():
+    out = da.outcomes(synthetic_scores()).assign(lr=[0.1, 0.3, 0.1, 0.3], relative_change=0.2,
+                                                 fraction_crossed_zero=[0.0, 0.1, 0.0, 0.1], epochs=30, dim=1000)
+    summary = da.record_summary(out).iloc[0]
+    assert summary["runs"] == 2 and summary["median rate"] == pytest.approx(0.2)  # each run counted once
+    assert summary["rate at grid end"] == 1 and summary["missed 100%"] == 0
+    frac = da.identified_fraction(out, ["statistic"]).set_index("statistic")
+    assert frac.loc["raw", "identified"] == 0.5 and frac.loc["corrected", "identified"] == 1.0
+    assert frac.loc["raw", "margin"] == pytest.approx(np.median([-0.1, 0.1]) / 0.02)

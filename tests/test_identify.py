@@ -386,3 +386,15 @@ def test_summary_lines_fit_a_narrow_terminal():
     table_lines = 6  # header and one row per candidate, as pandas prints them
     lines = text.splitlines()
     assert all(len(line) <= 72 for line in lines[:1] + lines[1 + table_lines:]), text
+
+
+def test_command_line_keeps_options_with_their_values():
+    args = ["before.csv", "after.csv", "--counts", "--control", "b2.csv", "a 2.csv", "--n-boot", "200"]
+    text = M.command_line(args, width=40)
+    lines = text.splitlines()
+    assert lines[0].startswith("synaptic-geometry identify before.csv")
+    assert all(line.endswith(" \\") for line in lines[:-1]) and len(lines) > 1
+    assert "--control b2.csv 'a 2.csv'" in text  # one group, quoted
+    assert all(len(line) <= 40 for line in lines)
+    import shlex
+    assert shlex.split(text.replace("\\\n", " "))[2:] == args  # the shell reads back the same arguments

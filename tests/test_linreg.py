@@ -1,6 +1,7 @@
 """Tests for synaptic_geometry.experiments.linreg: inputs, the exact limit, the iterative protocol, sweeps."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.linalg
 import torch
@@ -8,6 +9,7 @@ import torch
 from synaptic_geometry.experiments import linreg
 from synaptic_geometry.experiments.linreg import ProjectionError, bregman_projection
 from synaptic_geometry.optim import MirrorDescent
+from synaptic_geometry.gaussianity import gaussian_floor
 from synaptic_geometry.potentials import get_potential
 
 
@@ -189,7 +191,7 @@ def test_figure_grid_caches_and_has_expected_shape(tmp_path):
 
 def test_robustness_sweep_small(tmp_path):
     table = linreg.robustness_sweep(seeds=[0, 1], root=tmp_path)
-    assert set(table.candidate) == set(linreg.ROBUSTNESS_CANDIDATES) and len(linreg.ROBUSTNESS_CANDIDATES) == 21
+    assert set(table.candidate) == set(linreg.ROBUSTNESS_CANDIDATES) and len(linreg.ROBUSTNESS_CANDIDATES) == 31
     assert table.delta_cdf.notna().all()
     # only the sign-keeping candidate ever drops weights
     assert (table[table.candidate != "negative_entropy"].dropped == 0).all()
@@ -210,3 +212,128 @@ def test_sample_shapes_and_bad_arguments():
         next(linreg.nested_draws([20], [0.5], 1.0, 2.0, 0, inputs="cauchy"))
     heavy = next(linreg.nested_draws([50], [0.5], 1.0, 2.0, 0, inputs="student_t:1.5"))[2]
     assert heavy.shape == (7, 50) and np.isfinite(heavy).all()
+
+
+# ---------------------------------------------------------------- the floor, the grid, the assumption checks
+
+
+def test_floor_reference_is_the_gaussian_floor():
+    floor = linreg.floor_reference([400, 900], n_samples=40, seed=7)
+    for i, d in enumerate([400, 900]):
+        values = gaussian_floor(d, 40, seed=7 + i)
+        row = floor[floor.width == d].iloc[0]
+        assert row["median"] == np.median(values)
+        assert row.q05 == np.quantile(values, 0.05) and row.q95 == np.quantile(values, 0.95)
+        assert 0.8 / np.sqrt(d) < row["median"] < 1.5 / np.sqrt(d)  # about 1.1 / sqrt(n)
+        assert row.q05 < row["median"] < row.q95
+
+
+def test_floor_ratio_of_the_floor_itself_is_one():
+    floor = linreg.floor_reference([300], n_samples=21, seed=3)
+    runs = pd.DataFrame({"width": 300, "seed": range(21), "delta_cdf": gaussian_floor(300, 21, seed=3)})
+    ratio = linreg.floor_ratio(runs, floor, by=["width"]).iloc[0]
+    assert ratio["median"] == pytest.approx(1.0) and ratio.runs == 21
+    assert ratio.q05 == pytest.approx(ratio.floor_q05) and ratio.q95 == pytest.approx(ratio.floor_q95)
+    doubled = linreg.floor_ratio(runs.assign(delta_cdf=2 * runs.delta_cdf), floor, by=["width"]).iloc[0]
+    assert doubled["median"] == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="no value at widths"):
+        linreg.floor_ratio(runs.assign(width=301), floor, by=["width"])
+    with pytest.raises(ValueError, match="include 'width'"):
+        linreg.floor_ratio(runs, floor, by=["seed"])
+
+
+def test_robustness_grid_extends_beyond_the_true_p_and_has_interior_minima(tmp_path):
+    ps = [linreg.candidate_p(c) for c in linreg.ROBUSTNESS_CANDIDATES if c != "negative_entropy"]
+    assert min(ps) == pytest.approx(1.1) and max(ps) == pytest.approx(4.0) and np.allclose(np.diff(ps), 0.1)
+    assert np.isnan(linreg.candidate_p("negative_entropy"))
+    table = linreg.robustness_sweep(seeds=range(6), root=tmp_path)
+    minima = linreg.robustness_minimum(table)
+    assert len(minima) == 3 * 2 * 6
+    three = minima[minima.true == "3-norm"]
+    assert 2.6 <= three.p_min.median() <= 3.4 and not three.at_edge.any()  # not the end of the grid
+    two = minima[minima.true == "2-norm"]
+    assert 1.7 <= two.p_min.median() <= 2.3
+    assert minima[minima.true == "negative_entropy"].entropy_lowest.mean() > 0.5
+    assert not minima[minima.true != "negative_entropy"].entropy_lowest.any()
+    with pytest.raises(ValueError, match="no p-norm"):
+        linreg.robustness_minimum(table[table.candidate == "negative_entropy"])
+
+
+@pytest.mark.parametrize("potential", ["negative_entropy", "3-norm", "2-norm"])
+def test_exact_cavity_identity(potential):
+    """Delta_j = G_j - tau_j w_inf_j with the averaged dual Hessian between beta_(j) and alpha."""
+    X, y, w0 = small_problem(n=6, d=40, seed=8)
+    phi = get_potential(potential)
+    full = bregman_projection(X, y, w0, potential)
+    delta = phi.grad(full.w) - phi.grad(w0)
+    theta0 = phi.grad(w0)
+    sign = np.sign(w0) if phi.keeps_sign else None
+    for j in (0, 17, 39):
+        keep = np.arange(40) != j
+        cavity = bregman_projection(X[:, keep], y, w0[keep], potential)
+        g = X[:, j] @ cavity.alpha
+        # averaged psi' by the secant: (psi(theta_a) - psi(theta_b)) / (theta_a - theta_b), exact
+        theta_a = theta0[keep] + X[:, keep].T @ full.alpha
+        theta_b = theta0[keep] + X[:, keep].T @ cavity.alpha
+        d_bar = (phi.inv_grad(theta_a, sign=None if sign is None else sign[keep])
+                 - phi.inv_grad(theta_b, sign=None if sign is None else sign[keep])) / (theta_a - theta_b)
+        H = (X[:, keep] * d_bar) @ X[:, keep].T
+        tau = X[:, j] @ np.linalg.solve(H, X[:, j])
+        assert delta[j] == pytest.approx(g - tau * full.w[j], abs=1e-7 * np.abs(delta).max())
+        # the step of the proof: tau_j <= ||c_j||^2 / lambda_min(H)
+        assert tau <= X[:, j] @ X[:, j] / np.linalg.eigvalsh(H)[0] * (1 + 1e-12)
+        np.testing.assert_allclose(full.alpha - cavity.alpha, -full.w[j] * np.linalg.solve(H, X[:, j]),
+                                   atol=1e-7 * np.abs(full.alpha).max())
+
+
+def test_lipschitz_change_of_a6():
+    w0 = np.array([0.5, -1.0, 2.0])
+    assert linreg.lipschitz_change("2-norm", w0, 3.0) == 0.0
+    assert linreg.lipschitz_change("negative_entropy", w0, 0.25) == 0.25
+    # 3-norm: theta = w|w|, smallest |theta| = 0.25, range reaches 0.25 - 0.05; L = 1 / (2 * 0.2)
+    assert linreg.lipschitz_change("3-norm", w0, 0.05) == pytest.approx(0.05 / (2 * 0.2))
+    assert linreg.lipschitz_change("3-norm", w0, 0.3) == np.inf  # the range crosses zero
+    with pytest.raises(ValueError, match="no Lipschitz constant"):
+        linreg.lipschitz_change("hypentropy:0.1", w0, 0.1)
+
+
+def test_assumption_checks_measure_what_they_say(tmp_path):
+    runs = linreg.failure_sweep([120, 240], linreg.TRAINED_POTENTIALS, [0, 1], exponent=0.75, inputs="independent",
+                                cavity_samples=4, root=tmp_path)
+    assert runs.delta_cdf.notna().all() and runs.cavity_error.notna().all()
+    two = runs[runs.potential == "2-norm"]
+    np.testing.assert_allclose(two.start_ratio, two.n / two.width)  # d0 = 1 for the 2-norm
+    assert (two.lipschitz_change == 0).all()
+    entropy = runs[runs.potential == "negative_entropy"]
+    np.testing.assert_allclose(entropy.lipschitz_change, entropy.max_change)  # L = 1
+    assert (runs[runs.potential == "3-norm"].lipschitz_change == np.inf).all()  # N(0, 1/D) start reaches zero
+    assert (runs.rho > 0).all() and (runs.cavity_error > 0).all()
+    assert (runs.cavity_max_change > 0).all() and (runs.top_leverage <= 1 + 1e-9).all()
+
+
+def test_broken_assumptions_and_starts(tmp_path):
+    zero = linreg.failure_sweep([100], linreg.TRAINED_POTENTIALS, [0], exponent=0.75, start="zero", root=tmp_path)
+    assert zero[zero.potential != "2-norm"].delta_cdf.isna().all()  # cannot start at zero
+    assert zero[zero.potential == "2-norm"].delta_cdf.notna().all()
+    normal = linreg._start("normal", np.array([-1.0, 0.2, 2.0]))
+    cauchy = linreg._start("cauchy", np.array([-1.0, 0.2, 2.0]))
+    assert np.array_equal(np.sign(normal), np.sign(cauchy)) and abs(cauchy[2]) > abs(normal[2])
+    with pytest.raises(ValueError, match="unknown start"):
+        linreg.failure_sweep([100], exponent=0.5, start="uniform", root=tmp_path)
+    with pytest.raises(ValueError, match="label_scale"):
+        linreg.failure_sweep([100], exponent=0.5, label_scale=0.0, root=tmp_path)
+    big = linreg.failure_sweep([200], ["negative_entropy"], [0], exponent=0.75, label_scale=5.0, root=tmp_path)
+    small = linreg.failure_sweep([200], ["negative_entropy"], [0], exponent=0.75, root=tmp_path)
+    assert big.max_change.iloc[0] > 2 * small.max_change.iloc[0]  # a larger change breaks (A6)
+
+
+def test_mean_variance_factor_and_the_frozen_field(tmp_path):
+    # sum over k in Z of (-1)^k / (1 + k^2) is pi / sinh(pi)
+    expected = (np.pi / np.sinh(np.pi) + 1 / 12) / (1 + 1 / 12)
+    assert linreg.mean_variance_factor(20_000, 2.0) == pytest.approx(expected, abs=1e-3)
+    expected_q1 = (2 * np.log(2) - 1 + 1 / 12) / (1 + 1 / 12)  # 1 + 2 sum (-1)^k / (1 + k) = 2 ln 2 - 1
+    assert linreg.mean_variance_factor(20_000, 1.0) == pytest.approx(expected_q1, abs=1e-3)
+    frozen = linreg.frozen_field_sweep([200], 0.5, ("correlated", "independent"), range(200), q=2.0, root=tmp_path)
+    factor = frozen.assign(v=frozen.width * frozen.mean_ratio**2).groupby("inputs").v.mean()
+    assert 0.75 < factor["independent"] < 1.3  # an independent sample: 1
+    assert 0.2 < factor["correlated"] < 0.5    # predicted 0.33

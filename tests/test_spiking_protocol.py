@@ -263,3 +263,13 @@ def test_paper_protocol_jobs():
     assert E.compare_intervals((1, 0.5, 2), (5, 3, 7)) == "holds"
     assert E.compare_intervals((5, 3, 7), (1, 0.5, 2)) == "reversed"
     assert E.compare_intervals((1, 0.5, 4), (5, 3, 7)) == "not resolved"
+
+
+def test_single_synapse_democracy_scaling():
+    from synaptic_geometry.experiments import spiking_experiments as E
+
+    res = E.single_synapse_democracy(inv_alphas=(1.0, 2.0, 5.0), n_trials=3, duration=1.0)
+    for rule, expected in (("natural_gaussian", [1.0, 1.0, 1.0]), ("euclidean", [1.0, 0.25, 0.04])):
+        change = res[f"somatic_{rule}"]
+        np.testing.assert_allclose(change / change[:1], np.broadcast_to(np.array(expected)[:, None], change.shape),
+                                   rtol=1e-9)

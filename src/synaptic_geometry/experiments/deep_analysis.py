@@ -234,3 +234,31 @@ def profile_runs(settings: Mapping) -> tuple[list[dict], list[dict]]:
     sweep = chapter_plan(widths, settings["potentials"], settings["width_seeds"], protocols={name: protocols[name]},
                          **common, **shared)
     return main, sweep
+
+
+def record_summary(outcome: pd.DataFrame, by: Sequence[str] = ("arch", "protocol")) -> pd.DataFrame:
+    """How far each protocol moved the weights: per group, the median chosen rate, change
+    magnitude, relative weight change and fraction of weights that crossed zero, the epochs, and
+    how many runs sit at the grid's end or missed 100% training accuracy (one row per run counted once)."""
+    runs = outcome.drop_duplicates(subset=[*by, "potential", "seed"])
+    rows = []
+    for key, group in runs.groupby(list(by), sort=False):
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "runs": len(group),
+                     "median rate": float(group["lr"].median()),
+                     "median change magnitude": float(group["change_magnitude"].median()),
+                     "median relative change": float(group["relative_change"].median()),
+                     "median fraction crossed zero": float(group["fraction_crossed_zero"].median()),
+                     "max epochs": int(group["epochs"].max()),
+                     "rate at grid end": int(group["lr_at_grid_end"].astype(bool).sum()),
+                     "missed 100%": int((~group["reached_100"].astype(bool)).sum())})
+    return pd.DataFrame(rows)
+
+
+def identified_fraction(outcome: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """Fraction of runs identified and median margin (in units of the null's median) per group."""
+    frame = outcome.assign(margin_floor=outcome["margin"] / outcome["floor_median"])
+    return (frame.groupby(list(by), sort=False)
+            .agg(identified=("correct", "mean"), runs=("correct", "size"), margin=("margin_floor", "median"),
+                 change=("change_magnitude", "median"), floor_ratio=("floor_ratio", "median"),
+                 n_weights=("n_weights", "median"), dim=("dim", "median"))
+            .reset_index())

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import scipy.linalg
+import scipy.special
 from threadpoolctl import threadpool_limits
 
-from synaptic_geometry.gaussianity import change_magnitude, delta_cdf, domain_mask, dual_change
+from synaptic_geometry.gaussianity import change_magnitude, delta_cdf, domain_mask, dual_change, gaussian_floor
 from synaptic_geometry.infra.store import cached
 from synaptic_geometry.optim import MirrorDescent
 from synaptic_geometry.potentials import TRAINED_POTENTIALS, Potential, get_potential
@@ -48,10 +49,23 @@ __all__ = [
     "compare_protocols",
     "robustness_sweep",
     "failure_sweep",
+    "frozen_field_sweep",
+    "floor_reference",
+    "floor_ratio",
+    "mean_variance_factor",
+    "robustness_minimum",
+    "candidate_p",
+    "lipschitz_change",
     "ROBUSTNESS_CANDIDATES",
+    "INPUTS",
+    "STARTS",
 ]
 
-ROBUSTNESS_CANDIDATES = ("negative_entropy",) + tuple(f"{p / 10:g}-norm" for p in range(11, 31))
+# negative entropy and the p-norms p = 1.1, 1.2, ..., 4.0: the grid extends beyond the largest true p (3)
+ROBUSTNESS_CANDIDATES = ("negative_entropy",) + tuple(f"{p / 10:g}-norm" for p in range(11, 41))
+UNIFORM_VARIANCE = 1.0 / 12.0  # variance of the uniform(-0.5, 0.5) part of the paper's inputs
+INPUTS = ("correlated", "independent", "student_t:<df>")
+STARTS = ("normal", "zero", "cauchy")
 
 
 # --------------------------------------------------------------------------- inputs
@@ -138,13 +152,31 @@ def _draw(n: int, d: int, s: float, q: float, seed: int, inputs: str = "correlat
     rng_x, rng_y, rng_w = (np.random.default_rng(s_) for s_ in np.random.SeedSequence(seed).spawn(3))
     if inputs == "correlated":
         X = sample_inputs(n, d, s, q, rng=rng_x)
+    elif inputs == "independent":  # the same marginals without correlation: N(0, 1) + uniform(-0.5, 0.5)
+        X = rng_x.standard_normal((n, d)) + rng_x.uniform(-0.5, 0.5, size=(n, d))
     elif inputs.startswith("student_t:"):
         df = float(inputs.split(":", 1)[1])
         X = rng_x.standard_t(df, size=(n, d))
     else:
-        raise ValueError(f"unknown inputs {inputs!r}; accepted: 'correlated', 'student_t:<df>'")
+        raise ValueError(f"unknown inputs {inputs!r}; accepted: {', '.join(map(repr, INPUTS))}")
     y = rng_y.choice(np.array([-1.0, 1.0]), size=n)
     return X, y, rng_w.standard_normal(d)
+
+
+def _start(kind: str, z: np.ndarray) -> np.ndarray:
+    """The start w0 from a standard normal vector z of length D: N(0, 1/D), zero, or Cauchy / sqrt(D).
+
+    The Cauchy start is the same draw pushed through the Cauchy quantile function, so it keeps the
+    signs and order of the normal start but has infinite variance (it breaks (A3) and (A5)).
+    """
+    d = len(z)
+    if kind == "normal":
+        return z / np.sqrt(d)
+    if kind == "zero":
+        return np.zeros(d)
+    if kind == "cauchy":
+        return np.tan(np.pi * (scipy.special.ndtr(z) - 0.5)) / np.sqrt(d)
+    raise ValueError(f"unknown start {kind!r}; accepted: {', '.join(map(repr, STARTS))}")
 
 
 def nested_draws(
@@ -521,7 +553,8 @@ def _metrics(w0: np.ndarray, w: np.ndarray, potential: str) -> tuple[float, floa
 
 def _figure_cell(widths, exponents, potentials, s, q, seed, inputs="correlated") -> dict[str, np.ndarray]:
     shape = (len(potentials), len(exponents), len(widths))
-    out = {k: np.full(shape, np.nan) for k in ("delta_cdf", "magnitude", "residual", "iterations", "n", "seconds")}
+    keys = ("delta_cdf", "delta_cdf_centered", "mean_ratio", "magnitude", "residual", "iterations", "n", "seconds")
+    out = {k: np.full(shape, np.nan) for k in keys}
     index_a = {a: i for i, a in enumerate(exponents)}
     index_d = {int(d): i for i, d in enumerate(widths)}
     for a, d, X, y, w0 in nested_draws(widths, exponents, s, q, seed, inputs=inputs):
@@ -531,6 +564,9 @@ def _figure_cell(widths, exponents, potentials, s, q, seed, inputs="correlated")
             cell = (p, index_a[a], index_d[d])
             out["seconds"][cell] = time.perf_counter() - start
             out["delta_cdf"][cell], out["magnitude"][cell] = _metrics(w0, result.w, name)
+            change = dual_change(w0, result.w, name)
+            out["delta_cdf_centered"][cell] = delta_cdf(change, centered=True)
+            out["mean_ratio"][cell] = float(change.mean() / change.std())
             out["residual"][cell] = result.residual
             out["iterations"][cell] = result.iterations
             out["n"][cell] = X.shape[0]
@@ -566,8 +602,10 @@ def figure_grid(
 
     ``workers`` > 1 computes missing cells in that many processes.
 
-    Returns a long table with columns q, seed, potential, exponent, width, delta_cdf (uncentred,
-    exact), magnitude, residual, iterations, n, seconds (time of the exact solve when computed).
+    Returns a long table with columns q, seed, potential, exponent, width, delta_cdf (the published
+    statistic: divided by the standard deviation, not centred; exact), delta_cdf_centered,
+    mean_ratio (mean of the dual change over its standard deviation), magnitude, residual,
+    iterations, n, seconds (time of the exact solve when computed).
     """
     from tqdm import tqdm
 
@@ -720,6 +758,65 @@ def robustness_sweep(
     return pd.DataFrame(rows)
 
 
+def _cavity(X, y, w0, name, change, leverage, samples: int):
+    """Leave-one-coordinate-out solves for ``samples`` coordinates (half evenly spaced, half the
+    highest-leverage ones): the cavity error |Delta_j - G_j| / s, the largest dual change and the
+    root-mean-square weight of each deleted problem."""
+    d = X.shape[1]
+    half = samples // 2
+    spaced = np.linspace(0, d - 1, samples - half).round().astype(int)
+    top = np.argsort(leverage)[::-1]
+    top = [j for j in top if j not in set(spaced)][:half]
+    s = float(np.sqrt(np.mean(change**2)))
+    errors, b_max, w_rms, groups = [], 0.0, 0.0, []
+    phi = get_potential(name)
+    for group, coords in (("spaced", spaced), ("top", top)):
+        for j in coords:
+            keep = np.arange(d) != j
+            res = bregman_projection(X[:, keep], y, w0[keep], name)
+            g = float(X[:, j] @ res.alpha)
+            errors.append(abs(change[j] - g) / s)
+            groups.append(group)
+            deleted_change = phi.grad(res.w) - phi.grad(w0[keep])
+            b_max = max(b_max, float(np.abs(deleted_change).max()))
+            w_rms = max(w_rms, float(np.sqrt(np.mean(res.w**2))))
+    errors, groups = np.array(errors), np.array(groups)
+    return {
+        "cavity_error": float(errors[groups == "spaced"].mean()),
+        "cavity_error_top": float(errors[groups == "top"].mean()) if half else math.nan,
+        "cavity_max_change": b_max,
+        "cavity_rms_weight": w_rms,
+    }
+
+
+FAILURE_KEYS = (
+    "delta_cdf", "delta_cdf_centered", "mean_ratio", "magnitude", "max_leverage", "leverage_q99",
+    "top_leverage", "max_alpha_share", "n", "rho", "max_change", "rms_weight", "start_ratio",
+    "cavity_error", "cavity_error_top", "cavity_max_change", "cavity_rms_weight", "lipschitz_change",
+)
+
+
+def lipschitz_change(potential: str | Potential, w0: np.ndarray, bound: float) -> float:
+    """L * B of assumption (A6): the Lipschitz constant of log (phi*)'' on the visited dual range, times B.
+
+    The range is the union of [theta0_j - B, theta0_j + B]. 2-norm: L = 0. Negative entropy:
+    log psi'(theta) = theta - 1, L = 1. p-norms: L = |p - 2| / ((p - 1) theta_min) with theta_min the
+    smallest |theta| on the range; inf when the range reaches zero. Other potentials: ValueError.
+    """
+    phi = get_potential(potential)
+    if phi.name == "2-norm":
+        return 0.0
+    if phi.name == "negative_entropy":
+        return float(bound)
+    p = getattr(phi, "p", None)
+    if p is None:
+        raise ValueError(f"no Lipschitz constant known for {phi.name}")
+    theta_min = float(np.abs(phi.grad(np.asarray(w0, dtype=np.float64))).min()) - float(bound)
+    if theta_min <= 0:
+        return math.inf
+    return abs(p - 2.0) / ((p - 1.0) * theta_min) * float(bound)
+
+
 def failure_sweep(
     widths: Sequence[int],
     potentials: Sequence[str] = TRAINED_POTENTIALS,
@@ -728,51 +825,216 @@ def failure_sweep(
     ratio: float | None = None,
     exponent: float | None = None,
     inputs: str = "correlated",
+    start: str = "normal",
+    label_scale: float = 1.0,
+    cavity_samples: int = 0,
     q: float = 2.0,
     s: float = 1.0,
     root=None,
 ) -> pd.DataFrame:
-    """Delta-CDF, magnitude and leverage against width when an assumption of the theorem fails.
+    """Delta-CDF and the quantities of the theorem's assumptions against width, for one condition.
 
     Exactly one of ``ratio`` (N = ratio * D, proportional growth) or ``exponent`` (N = D^a) sets
-    N. ``inputs`` is "correlated" (the paper's) or "student_t:<df>" (heavy tails). Returns a long
-    table: potential, width, n, seed, delta_cdf, magnitude, max_leverage, leverage_q99 (99th
-    percentile of the coordinates' leverages; their mean is exactly N/D), max_alpha_share (nan where
-    the exact solve failed, e.g. a negative_entropy weight that would have to underflow to zero).
+    N. ``inputs`` is "correlated" (the paper's), "independent" (the same marginals, no
+    correlation) or "student_t:<df>" (heavy tails); ``start`` is "normal" (N(0, 1/D)), "zero" or
+    "cauchy"; the labels are +-``label_scale``. Only the 2-norm is run from a zero start (zero is
+    outside negative entropy's domain and the 3-norm's Hessian vanishes there); the others get nan rows. ``cavity_samples`` > 0 also solves that many leave-one-coordinate-out
+    problems per run.
+
+    Returns a long table: potential, width, seed and, per run, delta_cdf (published statistic),
+    delta_cdf_centered, mean_ratio (mean / standard deviation of the dual change), magnitude,
+    max_leverage, leverage_q99 (99th percentile of the leverages, whose mean is exactly N/D),
+    top_leverage (mean leverage of the sampled highest-leverage coordinates), max_alpha_share
+    (largest |alpha_n| / ||alpha||), n, rho (the quantity of (A5), from the full problem),
+    max_change (largest |dual change|, B of (A6) for the full problem), rms_weight, start_ratio
+    (N max d0 / sum d0 of (A3)), lipschitz_change (L * B of (A6), inf where the dual range reaches
+    the singularity of a p-norm), and with cavity samples cavity_error (mean |Delta_j - G_j| / s over
+    evenly spaced j), cavity_error_top (the same over the highest-leverage j), cavity_max_change
+    and cavity_rms_weight (largest over the deleted problems). nan where the exact solve failed
+    (e.g. a negative-entropy weight that would have to underflow to zero).
     """
     if (ratio is None) == (exponent is None):
         raise ValueError("give exactly one of ratio (N = ratio * D) or exponent (N = D^a)")
+    if start not in STARTS:
+        raise ValueError(f"unknown start {start!r}; accepted: {', '.join(map(repr, STARTS))}")
+    if not (label_scale > 0 and math.isfinite(label_scale)):
+        raise ValueError(f"label_scale must be a finite number > 0, got {label_scale}")
     widths = [int(d) for d in widths]
     potentials = [get_potential(p).name for p in potentials]
 
     def compute():
-        keys = ("delta_cdf", "magnitude", "max_leverage", "leverage_q99", "max_alpha_share", "n")
-        out = {k: np.full((len(potentials), len(widths), len(seeds)), np.nan) for k in keys}
+        out = {k: np.full((len(potentials), len(widths), len(seeds)), np.nan) for k in FAILURE_KEYS}
         for k_seed, seed in enumerate(seeds):
             for di, d in enumerate(widths):
                 n = int(ratio * d) if ratio is not None else n_points(d, exponent)
                 # one draw per width (a ratio grows N faster than nested slicing allows)
                 X, y, z = _draw(n, d, s, q, seed, inputs)
-                w0 = z / np.sqrt(d)
+                y = label_scale * y
+                w0 = _start(start, z)
                 for p, name in enumerate(potentials):
+                    phi = get_potential(name)
                     cell = (p, di, k_seed)
+                    if start == "zero" and name != "2-norm":
+                        continue  # zero is outside negative entropy's domain and a singular point of p-norms: nan row
                     try:
                         res = bregman_projection(X, y, w0, name)
                     except ProjectionError:  # recorded as nan: the table counts failures
                         continue
-                    out["delta_cdf"][cell], out["magnitude"][cell] = _metrics(w0, res.w, name)
+                    change = phi.grad(res.w) - phi.grad(w0)
+                    out["delta_cdf"][cell], out["magnitude"][cell] = _metrics(w0, res.w, name) if start != "zero" \
+                        else (delta_cdf(change), math.nan)
+                    out["delta_cdf_centered"][cell] = delta_cdf(change, centered=True)
+                    out["mean_ratio"][cell] = float(change.mean() / change.std())
                     leverage = coordinate_leverage(X, res.w, name)
                     out["max_leverage"][cell] = float(leverage.max())
                     out["leverage_q99"][cell] = float(np.quantile(leverage, 0.99))
                     out["max_alpha_share"][cell] = float(np.abs(res.alpha).max() / np.linalg.norm(res.alpha))
                     out["n"][cell] = n
+                    d0 = 1.0 / phi.hess_diag(w0) if start != "zero" else np.ones(d)
+                    scale = float(np.sqrt(np.mean(change**2)))
+                    rms = float(np.sqrt(np.mean(res.w**2)))
+                    out["rho"][cell] = n * rms / (scale * d0.sum())
+                    out["max_change"][cell] = float(np.abs(change).max())
+                    out["rms_weight"][cell] = rms
+                    out["start_ratio"][cell] = n * d0.max() / d0.sum()
+                    out["lipschitz_change"][cell] = lipschitz_change(name, w0, out["max_change"][cell])
+                    if cavity_samples:
+                        half = cavity_samples // 2
+                        top = np.sort(leverage)[::-1][:half]
+                        out["top_leverage"][cell] = float(top.mean()) if half else math.nan
+                        try:
+                            for key, value in _cavity(X, y, w0, name, change, leverage, cavity_samples).items():
+                                out[key][cell] = value
+                        except ProjectionError:
+                            pass
         return out
 
     params = dict(widths=widths, potentials=potentials, seeds=[int(x) for x in seeds], ratio=ratio, exponent=exponent,
-                  inputs=inputs, q=float(q), s=float(s))
+                  inputs=inputs, start=start, label_scale=float(label_scale), cavity_samples=int(cavity_samples),
+                  q=float(q), s=float(s))
     arr = cached("linreg_failure", params, compute, root=root)
     rows = [
         {"potential": name, "width": d, "seed": int(seed), **{k: float(v[p, di, k_seed]) for k, v in arr.items()}}
         for p, name in enumerate(potentials) for di, d in enumerate(widths) for k_seed, seed in enumerate(seeds)
     ]
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- the null and its readings
+
+
+def floor_reference(widths: Sequence[int], n_samples: int, seed: int = 0, centered: bool = False) -> pd.DataFrame:
+    """The Gaussian floor at each width: Delta-CDF of ``n_samples`` exact Gaussian samples of size D.
+
+    Returns one row per width with columns width, median, q05, q95 (over the samples). Use as many
+    samples as the experiment has seeds, so that the floor's band and the experiment's band are
+    estimated from the same number of draws.
+    """
+    rows = []
+    for i, d in enumerate(int(w) for w in widths):
+        values = gaussian_floor(d, n_samples, seed=seed + i, centered=centered)
+        rows.append({"width": d, "median": float(np.median(values)), "q05": float(np.quantile(values, 0.05)),
+                     "q95": float(np.quantile(values, 0.95))})
+    return pd.DataFrame(rows)
+
+
+def floor_ratio(
+    frame: pd.DataFrame, floor: pd.DataFrame, by: Sequence[str], column: str = "delta_cdf"
+) -> pd.DataFrame:
+    """Median and 5-95% band over seeds of ``column`` divided by the floor's median at the same width.
+
+    ``frame`` has one row per run with a ``width`` column; ``floor`` comes from
+    :func:`floor_reference`. Returns one row per group of ``by`` (which must include ``width``)
+    with columns median, q05, q95, runs (runs with a finite value), and the floor's own band as a
+    ratio (floor_q05, floor_q95): a line inside that band is indistinguishable from Gaussian.
+    """
+    if "width" not in by:
+        raise ValueError(f"by must include 'width', got {list(by)}")
+    reference = floor.set_index("width")
+    missing = sorted(set(frame.width) - set(reference.index))
+    if missing:
+        raise ValueError(f"floor has no value at widths {missing}")
+    ratio = frame[column] / reference.loc[frame.width, "median"].to_numpy()
+    grouped = frame.assign(_ratio=ratio).groupby(list(by))["_ratio"]
+    out = pd.DataFrame({"median": grouped.median(), "q05": grouped.quantile(0.05), "q95": grouped.quantile(0.95),
+                        "runs": grouped.count()}).reset_index()
+    band = reference.loc[out.width]
+    out["floor_q05"] = (band.q05 / band["median"]).to_numpy()
+    out["floor_q95"] = (band.q95 / band["median"]).to_numpy()
+    return out
+
+
+def mean_variance_factor(width: int, q: float, s: float = 1.0, uniform_variance: float = UNIFORM_VARIANCE) -> float:
+    """D times the variance of the mean of a frozen field X^T a (normalised), predicted from the inputs.
+
+    For the paper's inputs the field's coordinates have the correlation of the Gaussian part,
+    diluted by the independent uniform part; the variance of their mean is
+    (1 / D^2) sum_jk corr_jk, so this returns (1/D) sum_jk C_jk / (1 + uniform_variance) plus the
+    uniform part. It is 1 for independent coordinates and below 1 for the alternating correlations
+    of the paper (the sum of (-1)^k / (1 + k^q) is less than 1).
+    """
+    c = correlation(width, s, q)
+    k = np.arange(width)
+    pair_sum = width + 2.0 * float(np.sum((width - k[1:]) * c[1:]))  # sum over j, l of C_jl
+    return (pair_sum / width + uniform_variance) / (1.0 + uniform_variance)
+
+
+def frozen_field_sweep(
+    widths: Sequence[int], exponent: float, inputs: Sequence[str] = ("correlated", "independent"),
+    seeds: Sequence[int] = tuple(range(10)), q: float = 2.0, s: float = 1.0, root=None,
+) -> pd.DataFrame:
+    """Delta-CDF of the frozen field X^T y (labels independent of X) for each kind of inputs.
+
+    This is the dual change without its dependence on X through alpha: for the 2-norm started
+    at zero, alpha is y / (trace of the input covariance) up to a vanishing error. Returns a long
+    table: inputs, width, seed, delta_cdf (published), delta_cdf_centered, mean_ratio.
+    """
+    widths = [int(d) for d in widths]
+    inputs = list(inputs)
+
+    def compute():
+        shape = (len(inputs), len(widths), len(seeds))
+        out = {k: np.full(shape, np.nan) for k in ("delta_cdf", "delta_cdf_centered", "mean_ratio")}
+        for ii, kind in enumerate(inputs):
+            for di, d in enumerate(widths):
+                for k, seed in enumerate(seeds):
+                    X, y, _ = _draw(n_points(d, exponent), d, s, q, seed, kind)
+                    field = X.T @ y
+                    out["delta_cdf"][ii, di, k] = delta_cdf(field)
+                    out["delta_cdf_centered"][ii, di, k] = delta_cdf(field, centered=True)
+                    out["mean_ratio"][ii, di, k] = float(field.mean() / field.std())
+        return out
+
+    params = dict(widths=widths, exponent=float(exponent), inputs=inputs, seeds=[int(x) for x in seeds],
+                  q=float(q), s=float(s))
+    arr = cached("linreg_frozen_field", params, compute, root=root)
+    rows = [{"inputs": kind, "width": d, "seed": int(seed), **{k: float(v[ii, di, si]) for k, v in arr.items()}}
+            for ii, kind in enumerate(inputs) for di, d in enumerate(widths) for si, seed in enumerate(seeds)]
+    return pd.DataFrame(rows)
+
+
+def candidate_p(name: str) -> float:
+    """The exponent p of a p-norm candidate name ("2.5-norm" -> 2.5); nan for other potentials."""
+    return float(name.split("-")[0]) if name.endswith("-norm") else math.nan
+
+
+def robustness_minimum(frame: pd.DataFrame) -> pd.DataFrame:
+    """Where the Delta-CDF is lowest, seed by seed, in a :func:`robustness_sweep` table.
+
+    For each (true, start, seed): ``p_min``, the p of the lowest p-norm candidate, whether it lies
+    at an end of the p grid (``at_edge``), and ``entropy_lowest``, whether negative entropy beats
+    every p-norm. Returns the per-seed table; summarise it with quantiles over seeds.
+    """
+    pnorm = frame[frame.candidate.str.endswith("-norm")].copy()
+    if pnorm.empty:
+        raise ValueError("the table has no p-norm candidates")
+    pnorm["p"] = pnorm.candidate.map(candidate_p)
+    lo, hi = pnorm.p.min(), pnorm.p.max()
+    best = pnorm.loc[pnorm.groupby(["true", "start", "seed"]).delta_cdf.idxmin()]
+    entropy = frame[frame.candidate == "negative_entropy"].set_index(["true", "start", "seed"]).delta_cdf
+    out = best[["true", "start", "seed", "p", "delta_cdf"]].rename(columns={"p": "p_min", "delta_cdf": "pnorm_min"})
+    out["at_edge"] = out.p_min.isin([lo, hi])
+    keys = pd.MultiIndex.from_frame(out[["true", "start", "seed"]])
+    out["entropy_delta_cdf"] = entropy.reindex(keys).to_numpy() if not entropy.empty else math.nan
+    out["entropy_lowest"] = out.entropy_delta_cdf < out.pnorm_min
+    return out.reset_index(drop=True)

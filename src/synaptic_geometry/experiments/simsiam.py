@@ -49,7 +49,7 @@ from torch.nn import functional as F
 
 from synaptic_geometry.experiments import data as data_mod
 from synaptic_geometry.experiments.checkpoints import load_checkpoint
-from synaptic_geometry.experiments.finetune import _param_groups, child_seed
+from synaptic_geometry.experiments.finetune import _param_groups, change_record, child_seed
 from synaptic_geometry.experiments.resnet import BLOCKS, STEMS, BasicBlock, Bottleneck, ResNet  # noqa: F401 (re-exported)
 from synaptic_geometry.infra.store import experiment
 from synaptic_geometry.optim import MirrorDescent
@@ -583,7 +583,7 @@ def finetune(params: dict) -> dict[str, np.ndarray]:
     the run's rule among the cached runs of the grid (:func:`finetune_at_rate`); returns the
     backbone convolutions before/after (``before/<name>``, ``after/<name>``, ``touched/<name>``,
     ``layers``: the layout that :func:`synaptic_geometry.experiments.finetune.analyse` reads) and
-    the run's record, with the relative change of the analysed weights and the fraction that crossed zero."""
+    the run's record, with the change record of :func:`~synaptic_geometry.experiments.finetune.change_record`."""
     pretrained, _, _, dim, n = _setup(params)
     before = {k: v.detach().numpy().copy() for k, v in analysed_weights(pretrained).items()}
     shared = {k: params[k] for k in RATE_KEYS}
@@ -602,16 +602,14 @@ def finetune(params: dict) -> dict[str, np.ndarray]:
         lr, chosen = reaching[0]
     else:
         lr, chosen = min(runs, key=lambda r: float(r[1]["loss"]))
-    b = np.concatenate([before[k].ravel() for k in before]).astype(np.float64)
-    a = np.concatenate([chosen[f"after/{k}"].ravel() for k in before]).astype(np.float64)
+    change = change_record(before, {k: chosen[f"after/{k}"] for k in before}, params["potential"])
     arrays = {"dim": np.int64(dim), "n_samples": np.int64(n), "lr": np.float64(lr), "epochs": np.int64(params["epochs"]),
               "loss_before": chosen["loss_before"], "loss_after": chosen["loss"],
               "gap_closed": chosen["gap_closed"],
               "converged": np.bool_(float(chosen["gap_closed"]) >= target and float(chosen["gap_closed"]) > 0),
               "std_before": chosen["std_before"], "std_after": chosen["std"],
               "lr_at_grid_end": np.bool_(lr in (params["lr_grid"][0], params["lr_grid"][-1])),
-              "relative_change": np.float64(np.linalg.norm(a - b) / np.linalg.norm(b)),
-              "fraction_crossed_zero": np.float64(np.mean(np.sign(a) != np.sign(b))),
+              **{key: np.float64(value) for key, value in change.items()},
               "epoch_loss": chosen["epoch_loss"], "n_euclidean_params": chosen["n_euclidean_params"],
               "search_lr": np.asarray([lr for lr, _ in runs]),
               "search_loss": np.asarray([float(run["loss"]) for _, run in runs]),

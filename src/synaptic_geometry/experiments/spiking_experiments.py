@@ -629,3 +629,29 @@ def run_paper_protocols(n_trials: int, duration: float, eval_every: float, lr_fa
     results = {name: [P.teacher_student_run(**job) for job in group] for name, group in jobs.items()}
     results["paths"] = [P.two_synapse_run(**job) for job in paths]
     return dict(jobs, paths=paths), results
+
+
+def single_synapse_democracy(inv_alphas: Sequence[float] = tuple(range(1, 11)), rate: float = 5.0,
+                             teacher_rate: float = 20.0, v0: float = 0.05, duration: float = 5.0,
+                             n_trials: int = 100, seed: int = 0, neuron: Neuron = Neuron()) -> dict[str, np.ndarray]:
+    """The paper's Fig 4 protocol: one synapse at ``rate`` Hz, a Poisson teacher at ``teacher_rate``
+    Hz, somatic weight ``v0`` (a 3-mV PSP), attenuation 1/alpha in ``inv_alphas``, ``duration`` s.
+
+    The dendritic weight is v0 * (1/alpha), so the somatic start is the same at every distance.
+    Returns the somatic change (unit learning rate, weights held fixed over the protocol: the
+    paper's rates move them by a negligible fraction in 5 s) per rule, (alphas, trials).
+    """
+    n_steps = int(round(duration / neuron.dt))
+    _, x = input_traces([rate], n_steps, [seed + 6000 + k for k in range(n_trials)], neuron)
+    rng = np.random.default_rng([int(seed), 17])
+    target = rng.poisson(teacher_rate * neuron.dt, size=(n_trials, n_steps))
+    out = {"inv_alphas": np.asarray(inv_alphas, dtype=float)}
+    for rule in ("euclidean", "natural_gaussian"):
+        somatic = []
+        for inv in out["inv_alphas"]:
+            alpha = np.full((n_trials, 1), 1.0 / inv)
+            w = np.full((n_trials, 1), v0 * inv)
+            dw = protocol_updates(rule, w, x, target, [rate], neuron, attenuation=alpha)
+            somatic.append((alpha * dw)[:, 0])
+        out[f"somatic_{rule}"] = np.array(somatic)
+    return out

@@ -33,7 +33,7 @@ name and then renamed.
 """
 
 from synaptic_geometry.identify.calibration import calibrate, stored_calibration
-from synaptic_geometry.identify.cli import build_parser, main, run
+from synaptic_geometry.identify.cli import build_parser, command_line, main, run
 from synaptic_geometry.identify.counts import DEQUANTISATIONS, CountResult, calibrate_counts, identify_counts
 from synaptic_geometry.identify.errors import MeasurementError
 from synaptic_geometry.identify.outputs import write_outputs
@@ -60,6 +60,7 @@ __all__ = [
     "build_parser",
     "calibrate",
     "calibrate_counts",
+    "command_line",
     "calibration_table",
     "compare_results",
     "identify_counts",

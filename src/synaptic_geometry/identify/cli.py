@@ -7,6 +7,7 @@ input the test cannot use exits with status 1; success exits with 0.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -18,7 +19,7 @@ from synaptic_geometry.identify.reading import parse_where, read_counts, read_me
 from synaptic_geometry.identify.statistics import IdentifyResult, identify_measurements
 from synaptic_geometry.potentials import CANDIDATE_POTENTIALS, get_potential
 
-__all__ = ["build_parser", "main", "run"]
+__all__ = ["build_parser", "command_line", "main", "run"]
 
 PROG = "synaptic-geometry identify"
 
@@ -89,6 +90,28 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser.add_argument("--figure", default="identify.png", help="figure path, .png/.pdf/.svg (default: %(default)s)")
     parser.add_argument("--table", help="also write the table, .csv or .json (json adds the verdict)")
     return parser
+
+
+def command_line(argv: Sequence[str], width: int = 72, prog: str = PROG) -> str:
+    """``argv`` as the shell line that runs it, quoted, wrapped with backslashes at ``width``.
+
+    An option stays on one line with its values (``--control B.csv A.csv``); lines break only
+    between such groups.
+    """
+    groups: list[list[str]] = []
+    for word in argv:
+        if word.startswith("--") or not groups or not groups[-1][0].startswith("--"):
+            groups.append([word])
+        else:
+            groups[-1].append(word)
+    lines, line = [], prog
+    for group in groups:
+        text = " ".join(shlex.quote(word) for word in group)
+        if len(line) + 1 + len(text) > width - 2 and line.strip():
+            lines.append(line + " \\")
+            line = "   "
+        line += " " + text
+    return "\n".join(lines + [line])
 
 
 def run(argv: Sequence[str] | None = None, prog: str = PROG) -> IdentifyResult:
