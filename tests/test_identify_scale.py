@@ -7,25 +7,15 @@ import pandas as pd
 import pytest
 
 import synaptic_geometry.identify as M
-from synaptic_geometry import get_potential, identify_corrected, scale_mixture
+from synaptic_geometry import identify_corrected
 
 CANDIDATES = "negative_entropy,2-norm,3-norm"
 
 
-def neuron_experiment(truth="negative_entropy", n_post=30, n_pre=40, density=0.6, spread=0.6, seed=0):
-    """Synapses pre -> post (a random share ``density`` of all pairs) whose dual change under ``truth``
-    is Gaussian with a spread that factorises into a postsynaptic and a presynaptic log-normal scale."""
-    rng = np.random.default_rng(seed)
-    mask = rng.random((n_post, n_pre)) < density
-    w0 = np.exp(rng.normal(-0.5, 0.5, (n_post, n_pre)))
-    phi = get_potential(truth)
-    step = scale_mixture((n_post, n_pre), spread, rng)
-    dual = phi.grad(w0)
-    w1 = phi.inv_grad(dual + 0.3 * np.std(dual[mask]) * step / np.std(step[mask]), np.sign(w0))
-    post, pre = np.nonzero(mask)
-    order = rng.permutation(post.size)  # rows in no particular order
-    return pd.DataFrame({"pre": [f"n{j}" for j in pre[order]], "post": [f"m{i}" for i in post[order]],
-                         "before": w0[mask][order], "after": w1[mask][order]})
+def neuron_experiment(truth="negative_entropy", seed=0):
+    """30 postsynaptic x 40 presynaptic neurons, 60% of pairs connected, log-normal neuron scales of log-sd 0.6."""
+    return M.simulate_neuron_synapses(truth, np.random.default_rng(seed), n_post=30, n_pre=40, density=0.6,
+                                      spread=0.6)
 
 
 def write(tmp_path, frame):

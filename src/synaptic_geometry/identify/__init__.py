@@ -41,7 +41,13 @@ from synaptic_geometry.identify.errors import MeasurementError
 from synaptic_geometry.identify.outputs import write_outputs
 from synaptic_geometry.identify.plotting import plot_result
 from synaptic_geometry.identify.reading import Measurements, parse_where, read_counts, read_measurements
-from synaptic_geometry.identify.scale import N_CORRECTED_FLOOR, ScaleCorrection, neuron_matrix, scale_corrected
+from synaptic_geometry.identify.scale import (
+    N_CORRECTED_FLOOR,
+    ScaleCorrection,
+    neuron_matrix,
+    scale_corrected,
+    simulate_neuron_synapses,
+)
 from synaptic_geometry.identify.tables import calibration_table, compare_results, result_table, share_upper_bound
 from synaptic_geometry.identify.statistics import (
     INVALID_POLICIES,
@@ -80,6 +86,7 @@ __all__ = [
     "run",
     "scale_corrected",
     "share_upper_bound",
+    "simulate_neuron_synapses",
     "stored_calibration",
     "write_outputs",
 ]

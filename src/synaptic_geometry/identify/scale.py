@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 
 from synaptic_geometry.identify.errors import MeasurementError, show
-from synaptic_geometry.potentials import Potential
-from synaptic_geometry.scale_correction import corrected_gaussian_floor, identify_corrected
+from synaptic_geometry.potentials import Potential, get_potential
+from synaptic_geometry.scale_correction import corrected_gaussian_floor, identify_corrected, scale_mixture
 
-__all__ = ["N_CORRECTED_FLOOR", "ScaleCorrection", "neuron_matrix", "scale_corrected"]
+__all__ = ["N_CORRECTED_FLOOR", "ScaleCorrection", "neuron_matrix", "scale_corrected", "simulate_neuron_synapses"]
 
 #: Corrected Gaussian matrices of the data's shape and mask whose scores make the corrected floor.
 N_CORRECTED_FLOOR = 100
@@ -123,3 +123,28 @@ def scale_corrected(before: np.ndarray, after: np.ndarray, pre: Sequence, post: 
         floor=(float(np.median(floor)), float(np.quantile(floor, confidence))), n_floor=int(n_floor),
         n_post=shape[0], n_pre=shape[1], per_post=float(np.median(per_row)), per_pre=float(np.median(per_col)),
     )
+
+
+def simulate_neuron_synapses(truth: str, rng: np.random.Generator, n_post: int = 30, n_pre: int = 40,
+                             density: float = 0.6, spread: float = 0.6, rel_change: float = 0.3) -> pd.DataFrame:
+    """Synapses ``pre -> post`` whose dual change under ``truth`` is Gaussian with a spread that factorises.
+
+    A random share ``density`` of the ``n_post x n_pre`` neuron pairs has a synapse; sizes start
+    log-normal (median about 0.6, log-sd 0.5); the dual change is
+    :func:`~synaptic_geometry.scale_correction.scale_mixture` (log-normal postsynaptic and presynaptic
+    scales with log-sd ``spread``), scaled to ``rel_change`` times the spread of the dual
+    coordinates. Returns columns ``pre``, ``post``, ``before``, ``after``, one row per synapse in random order.
+    """
+    if not 0 < density <= 1 or spread < 0 or not rel_change > 0 or min(n_post, n_pre) < 2:
+        raise ValueError(f"need 0 < density <= 1, spread >= 0, rel_change > 0 and at least 2 neurons per side; got "
+                         f"{density}, {spread}, {rel_change}, {n_post} x {n_pre}")
+    mask = rng.random((n_post, n_pre)) < density
+    w0 = np.exp(rng.normal(-0.5, 0.5, (n_post, n_pre)))
+    phi = get_potential(truth)
+    step = scale_mixture((n_post, n_pre), spread, rng)
+    dual = phi.grad(w0)
+    w1 = phi.inv_grad(dual + rel_change * np.std(dual[mask]) * step / np.std(step[mask]), np.sign(w0))
+    post, pre = np.nonzero(mask)
+    order = rng.permutation(post.size)
+    return pd.DataFrame({"pre": [f"n{j}" for j in pre[order]], "post": [f"m{i}" for i in post[order]],
+                         "before": w0[mask][order], "after": w1[mask][order]})
