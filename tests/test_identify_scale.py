@@ -141,3 +141,18 @@ def test_dropped_rows_leave_the_matrix_too(experiment):
     np.testing.assert_allclose(result.corrected.table["delta_cdf"], alone.corrected.table["delta_cdf"])
     with pytest.raises(M.MeasurementError, match="one id per synapse"):
         M.identify_measurements(frame.before, frame.after, neurons=(frame.pre[:10], frame.post))
+
+
+def test_help_states_the_limits(capsys):
+    assert M.main(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for limit in ("--scale-correction", "spread factorises", "few synapses per neuron", "needs neuron ids",
+                  "Not with --counts"):
+        assert limit in text, limit
+
+
+def test_simulation_refuses_bad_settings():
+    with pytest.raises(ValueError, match="density"):
+        M.simulate_neuron_synapses("2-norm", np.random.default_rng(0), density=0.0)
+    frame = M.simulate_neuron_synapses("3-norm", np.random.default_rng(0), n_post=5, n_pre=6, density=1.0)
+    assert len(frame) == 30 and not frame.duplicated(["pre", "post"]).any()

@@ -50,10 +50,9 @@ class ScaleCorrection:
 
     def summary_lines(self, level: str) -> list[str]:
         return [
-            f"scale-corrected Delta-CDF (change divided by postsynaptic and presynaptic RMS; {self.n_post} "
-            f"postsynaptic x {self.n_pre} presynaptic neurons, median {self.per_post:g} synapses per postsynaptic "
-            f"and {self.per_pre:g} per presynaptic neuron; no bootstrap):",
-            "  " + ", ".join(f"{c} {v:.4f}" for c, v in zip(self.table["candidate"], self.table["delta_cdf"])),
+            f"scale correction (the column 'corrected', no bootstrap): each candidate's change divided by "
+            f"postsynaptic and presynaptic RMS in a {self.n_post} postsynaptic x {self.n_pre} presynaptic matrix, "
+            f"median {self.per_post:g} synapses per postsynaptic and {self.per_pre:g} per presynaptic neuron",
             f"corrected Gaussian floor ({self.n_floor} corrected Gaussian matrices of the same shape and mask): "
             f"median {self.floor[0]:.4f}, {level} below {self.floor[1]:.4f}",
             f"corrected best: {self.best} (margin to {self.runner_up}: {self.margin:.4f}); it assumes a spread that "

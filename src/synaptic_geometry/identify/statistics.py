@@ -64,7 +64,8 @@ class IdentifyResult:
         statistic = "centred" if self.centered else "uncentred"
         lines = [
             f"{self.n_synapses} {self.unit}, {self.n_boot} bootstrap resamples, {level} intervals, {statistic} Delta-CDF",
-            self.table.to_string(index=False, float_format=lambda x: f"{x:.4f}"),
+            self.table.rename(columns={"corrected_delta_cdf": "corrected"}).to_string(
+                index=False, float_format=lambda x: f"{x:.4f}"),
             f"Gaussian floor ({self.n_floor} exact Gaussian samples of {self.n_synapses}, {statistic}): median "
             f"{self.floor[0]:.4f}, {level} below {self.floor[1]:.4f}",
             f"best: {self.best} (lowest Delta-CDF in {100 * self.best_fraction:.1f}% of resamples)",
