@@ -186,13 +186,15 @@ def test_synapses_for_accuracy():
 
 def test_learning_runs_cached(tmp_path):
     kwargs = dict(n_synapses=400, potentials=["negative_entropy", "2-norm"], seed=1, steps=50)
-    runs = B.cached_learning_runs(root=tmp_path, **kwargs)
+    runs = B.learning_runs(root=tmp_path, **kwargs)
     assert runs["w_before"].shape == (2, 400)
     assert runs["w_after"].shape == (2, 2, 400)
     assert list(runs["potentials"]) == ["negative_entropy", "2-norm"]
     assert np.all(runs["final_loss"] < runs["first_loss"])
     assert not B.sign_flips(runs["w_before"][0], runs["w_after"][0, 0]).any()
-    again = B.cached_learning_runs(root=tmp_path, **kwargs)
+    assert not runs.from_store
+    again = B.learning_runs(root=tmp_path, **kwargs)
+    assert again.from_store
     np.testing.assert_array_equal(runs["w_after"], again["w_after"])
     assert len(list((tmp_path / "biology_learning").glob("*.json"))) == 1
 
@@ -414,3 +416,16 @@ def test_one_experiment_of_the_batch_is_simulate_measurements():
     c = B.change_scale(b, "negative_entropy", 0.3)
     assert c.shape == (3, 1)
     np.testing.assert_allclose(c[:, 0], [B.change_scale(row, "negative_entropy", 0.3) for row in b])
+
+
+def test_simulation_cells_give_each_cell_its_own_seeded_stream():
+    cells = list(B.simulation_cells(["negative_entropy", "2-norm"], [10, 20, 30], seed=5))
+    assert [(i, t, j, n) for (i, t), (j, n), _ in cells] == [
+        (i, t, j, n) for i, t in enumerate(["negative_entropy", "2-norm"]) for j, n in enumerate([10, 20, 30])]
+    draws = [rng.random() for *_, rng in cells]
+    assert len(set(draws)) == len(draws)
+    # cell (1, 2) draws the same whatever the other cells did
+    children = np.random.SeedSequence(5).spawn(6)
+    assert draws[5] == np.random.default_rng(children[5]).random()
+    again = [rng.random() for *_, rng in B.simulation_cells(["negative_entropy", "2-norm"], [10, 20, 30], seed=5)]
+    assert again == draws

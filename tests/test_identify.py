@@ -311,8 +311,8 @@ def test_figure_shares_match_the_summary():
 
 
 def test_package_reexports_every_module_function():
-    from synaptic_geometry.identify import calibration, cli, counts, outputs, plotting, reading, statistics, tables
-    for module in (calibration, cli, counts, outputs, plotting, reading, statistics, tables):
+    from synaptic_geometry.identify import calibration, cli, counts, outputs, plotting, reading, scale, statistics, tables
+    for module in (calibration, cli, counts, outputs, plotting, reading, scale, statistics, tables):
         for name in module.__all__:
             if name not in ("FIGURE_SUFFIXES", "TABLE_SUFFIXES", "check_output", "verdict"):
                 assert getattr(M, name) is getattr(module, name), name

@@ -426,3 +426,16 @@ def test_psp_statistics_match_campbell():
     np.testing.assert_allclose(stats["measured rate (Hz)"], [10.0, 40.0], rtol=0.15)
     np.testing.assert_allclose(stats["mean PSP / (rate a1)"], 1.0, rtol=0.15)
     np.testing.assert_allclose(stats["PSP variance / (rate a2)"], 1.0, rtol=0.3)
+
+
+def test_stored_presynaptic_variance_is_the_experiment_and_loads(tmp_path):
+    params = dict(n_inputs=6, n_metric_samples=300, seed=2)
+    first = E.stored_presynaptic_variance(root=tmp_path, **params)
+    direct = E.presynaptic_variance_experiment(**params)
+    assert not first.from_store and first.provenance["params"] == params
+    assert set(first) == set(direct)
+    for key in direct:
+        np.testing.assert_array_equal(first[key], direct[key])
+    again = E.stored_presynaptic_variance(root=tmp_path, **params)
+    assert again.from_store
+    assert len(list((tmp_path / "spiking_presynaptic_variance").glob("*.npz"))) == 1

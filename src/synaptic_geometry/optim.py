@@ -113,6 +113,9 @@ _LOG2_E = 1.0 / math.log(2.0)
 # Smaller chunks cost more Python overhead than they save (measured with bench_optim.py).
 _CHUNK = 1 << 19
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+# the settings of a param group that each step passes on to mirror_descent
+_GROUP_SETTINGS = ("lr", "momentum", "dampening", "nesterov", "weight_decay", "maximize", "potential", "foreach",
+                   "fused")
 _KERNEL_SOURCE = Path(__file__).with_name("fused_step.cpp")
 # compiler flags per torch.backends.cpu.get_cpu_capability(); any other capability builds plain C++
 _CAPABILITY_FLAGS = {
@@ -317,15 +320,7 @@ class MirrorDescent(Optimizer):
                 params,
                 grads,
                 bufs,
-                lr=group["lr"],
-                momentum=group["momentum"],
-                dampening=group["dampening"],
-                nesterov=group["nesterov"],
-                weight_decay=group["weight_decay"],
-                maximize=group["maximize"],
-                potential=group["potential"],
-                foreach=group["foreach"],
-                fused=group["fused"],
+                **{key: group[key] for key in _GROUP_SETTINGS},
                 names=[f"parameter {i} of param group {group_index}" for i in indices],
             )
             if group["momentum"] != 0:

@@ -21,7 +21,7 @@ The last section turns both kinds of results into the chapter's tables.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +29,7 @@ import pandas as pd
 import scipy.stats
 
 from synaptic_geometry.gaussianity import delta_cdf, delta_cdf_batch, dual_change, identify
-from synaptic_geometry.infra.store import cached, experiment
+from synaptic_geometry.infra.store import experiment
 from synaptic_geometry.infra.sweep import run_sweep
 from synaptic_geometry.potentials import TRAINED_POTENTIALS, Potential, get_potential
 
@@ -42,7 +42,6 @@ __all__ = [
     "Trained",
     "sign_flips",
     "learning_runs",
-    "cached_learning_runs",
     "log_mixture_fit",
     "change_scale",
     "BATCH_SYNAPSES",
@@ -50,6 +49,7 @@ __all__ = [
     "simulate_measurements",
     "consistent_rows",
     "score_experiments",
+    "simulation_cells",
     "identification_accuracy",
     "power_analysis",
     "sign_keeping_accuracy",
@@ -182,6 +182,7 @@ def train_linear_neuron(
     return Trained(w0, w, np.asarray(losses), lr)
 
 
+@experiment("biology_learning")
 def learning_runs(
     n_synapses: int,
     potentials: Sequence[str] = ("negative_entropy", "2-norm"),
@@ -193,7 +194,8 @@ def learning_runs(
     inhibitory_fraction: float = 0.2,
     steps: int = 300,
 ) -> dict[str, np.ndarray]:
-    """:func:`train_linear_neuron` for each initial weight kind and potential, same data per kind.
+    """:func:`train_linear_neuron` for each initial weight kind and potential, same data per kind,
+    stored as the experiment ``biology_learning``.
 
     Returns ``w_before`` (init x synapse), ``w_after`` (init x potential x synapse),
     ``final_loss`` and ``first_loss`` (init x potential), and the labels ``inits``, ``potentials``.
@@ -217,13 +219,6 @@ def learning_runs(
         "first_loss": np.array(first),
         "final_loss": np.array(final),
     }
-
-
-def cached_learning_runs(root=None, **params) -> dict[str, np.ndarray]:
-    """:func:`learning_runs` through the results store (keyword arguments as there)."""
-
-    params = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in params.items()}
-    return cached("biology_learning", params, lambda: learning_runs(**params), root=root)
 
 
 def log_mixture_fit(weights, n_components: int, seed: int = 0) -> dict[str, np.ndarray | float]:
@@ -378,6 +373,20 @@ def score_experiments(
     return scores, kept
 
 
+def simulation_cells(
+    true_potentials: Sequence[str], n_values: Sequence[int], seed: int
+) -> Iterator[tuple[tuple[int, str], tuple[int, int], np.random.Generator]]:
+    """The cells of a simulate-then-score study: ``((i, truth), (j, n), rng)`` for each true
+    potential and synapse count, truths outer, with one independent generator per cell (the
+    children of ``SeedSequence(seed)`` in that order), so a cell's draws do not depend on the
+    others. :func:`identification_accuracy` and the identify tool's calibration both loop over it.
+    """
+    children = np.random.SeedSequence(seed).spawn(len(true_potentials) * len(n_values))
+    for i, truth in enumerate(true_potentials):
+        for j, n in enumerate(n_values):
+            yield (i, truth), (j, int(n)), np.random.default_rng(children[i * len(n_values) + j])
+
+
 def identification_accuracy(
     n_values: Sequence[int],
     true_potentials: Sequence[str] = TRAINED_POTENTIALS,
@@ -416,24 +425,21 @@ def identification_accuracy(
     delta_sum = np.zeros((len(truths), len(n_values), len(names)))
     scored = np.zeros((len(truths), len(n_values), len(names)))
     kept = np.zeros((len(truths), len(n_values)))
-    root = np.random.SeedSequence(seed)
-    for i, truth in enumerate(truths):
-        for j, n in enumerate(n_values):
-            rng = np.random.default_rng(root.spawn(1)[0])
-            batch = max(1, min(reps, BATCH_SYNAPSES // int(n)))
-            for start in range(0, reps, batch):
-                size = min(batch, reps - start)
-                before, after, seen = simulate_measurement_batch(int(n), truth, rng, size, **condition)
-                if n_observed_fraction < 1:
-                    seen &= rng.random(seen.shape) < n_observed_fraction
-                scores, rows = score_experiments(before, after, seen, phis, invalid)
-                kept[i, j] += rows.sum() / reps
-                done = ~np.isnan(scores).all(axis=1)
-                delta_sum[i, j] += np.nansum(scores, axis=0)
-                scored[i, j] += (~np.isnan(scores)).sum(axis=0)
-                picks = np.nanargmin(scores[done], axis=1) if done.any() else np.zeros(0, dtype=int)
-                chosen[i, j] += np.bincount(picks, minlength=len(names)) / reps
-                correct[i, j] += np.count_nonzero(np.array(names)[picks] == truth) / reps
+    for (i, truth), (j, n), rng in simulation_cells(truths, n_values, seed):
+        batch = max(1, min(reps, BATCH_SYNAPSES // n))
+        for start in range(0, reps, batch):
+            size = min(batch, reps - start)
+            before, after, seen = simulate_measurement_batch(n, truth, rng, size, **condition)
+            if n_observed_fraction < 1:
+                seen &= rng.random(seen.shape) < n_observed_fraction
+            scores, rows = score_experiments(before, after, seen, phis, invalid)
+            kept[i, j] += rows.sum() / reps
+            done = ~np.isnan(scores).all(axis=1)
+            delta_sum[i, j] += np.nansum(scores, axis=0)
+            scored[i, j] += (~np.isnan(scores)).sum(axis=0)
+            picks = np.nanargmin(scores[done], axis=1) if done.any() else np.zeros(0, dtype=int)
+            chosen[i, j] += np.bincount(picks, minlength=len(names)) / reps
+            correct[i, j] += np.count_nonzero(np.array(names)[picks] == truth) / reps
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_delta = delta_sum / scored
     return {"correct": correct, "chosen": chosen, "mean_delta_cdf": mean_delta, "kept": kept}

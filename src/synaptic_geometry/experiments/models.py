@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from synaptic_geometry.experiments import cornet, imagenet_nets
-from synaptic_geometry.experiments.checkpoints import load_checkpoint
+from synaptic_geometry.experiments.checkpoints import load_checkpoint, load_state_dict_file
 from synaptic_geometry.experiments.data import _torchvision
 
 ANALYSED_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -145,24 +145,6 @@ def build(name: str, in_shape: tuple[int, ...] = (1, 28, 28), n_classes: int = 1
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return ARCHITECTURES[name](tuple(in_shape), n_classes)
-
-
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors from a ``.npz`` (no pickle) or a ``torch.save`` file of tensors (``weights_only=True``)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"weights file {path} does not exist")
-    try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                return {k: torch.as_tensor(data[k]) for k in data.files}
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"weights file {path} is corrupt or not a plain tensor file "
-                         f"({type(error).__name__}: {error}); delete or replace it") from error
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"weights file {path} must hold a dict of tensors (a state dict)")
-    return state
 
 
 def build_torchvision(name: str, weights_path: str | Path | None = None, download: bool = False) -> nn.Module:

@@ -1,9 +1,10 @@
 """The experiments of the spiking-neuron chapter, and the analysis of their results.
 
 Each ``*_experiment`` function runs one of the chapter's simulations with the model of
-:mod:`synaptic_geometry.experiments.spiking` and returns a dict of arrays (for
-:func:`synaptic_geometry.infra.store.cached`); the functions after them turn those dicts into the
-numbers of the chapter's tables: learning speed, dendritic democracy, heterosynaptic changes,
+:mod:`synaptic_geometry.experiments.spiking` and returns a dict of arrays; the ``stored_*``
+functions at the end declare the stored versions the chapter calls
+(:func:`synaptic_geometry.infra.store.experiment`). The functions in between turn those dicts into
+the numbers of the chapter's tables: learning speed, dendritic democracy, heterosynaptic changes,
 the gain slope, and the Delta-CDF of the weight changes in several dual spaces.
 """
 
@@ -31,9 +32,11 @@ from synaptic_geometry.experiments.spiking import (
 )
 from synaptic_geometry.experiments import spiking_protocol as P
 from synaptic_geometry.gaussianity import delta_cdf, domain_mask, identify
+from synaptic_geometry.infra.store import experiment
 
 # ----------------------------------------------------------------------------------------------
-# Experiments of the chapter (each returns a dict of arrays, for synaptic_geometry.infra.store.cached)
+# Experiments of the chapter (each returns a dict of arrays; the stored versions the chapter calls
+# are declared with synaptic_geometry.infra.store.experiment at the end of this module)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -655,3 +658,37 @@ def single_synapse_democracy(inv_alphas: Sequence[float] = tuple(range(1, 11)), 
             somatic.append((alpha * dw)[:, 0])
         out[f"somatic_{rule}"] = np.array(somatic)
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The chapter's stored experiments: the parameters the chapter sets, the rest at their defaults
+# ----------------------------------------------------------------------------------------------
+
+
+@experiment("spiking_single_synapse_democracy")
+def stored_single_synapse_democracy(n_trials: int, seed: int) -> dict[str, np.ndarray]:
+    """:func:`single_synapse_democracy` (the paper's Fig 4 protocol), stored."""
+    return single_synapse_democracy(n_trials=n_trials, seed=seed)
+
+
+@experiment("spiking_democracy")
+def stored_democracy(n_inputs: int, duration: float, lr_euclidean: float, lr_natural: float, n_runs: int,
+                     record_every: float, seed: int) -> dict[str, np.ndarray]:
+    """:func:`dendritic_democracy_experiment`, stored."""
+    return dendritic_democracy_experiment(n_inputs=n_inputs, duration=duration, lr_euclidean=lr_euclidean,
+                                          lr_natural=lr_natural, n_runs=n_runs, record_every=record_every,
+                                          seed=seed)
+
+
+@experiment("spiking_heterosynaptic")
+def stored_heterosynaptic(n_inputs: int, n_stimulated: int, n_trials: int, n_metric_samples: int,
+                          more_samples: Sequence[int], seed: int) -> dict[str, np.ndarray]:
+    """:func:`heterosynaptic_experiment`, stored."""
+    return heterosynaptic_experiment(n_inputs=n_inputs, n_stimulated=n_stimulated, n_trials=n_trials,
+                                     n_metric_samples=n_metric_samples, more_samples=more_samples, seed=seed)
+
+
+@experiment("spiking_presynaptic_variance")
+def stored_presynaptic_variance(n_inputs: int, n_metric_samples: int, seed: int) -> dict[str, np.ndarray]:
+    """:func:`presynaptic_variance_experiment`, stored."""
+    return presynaptic_variance_experiment(n_inputs=n_inputs, n_metric_samples=n_metric_samples, seed=seed)

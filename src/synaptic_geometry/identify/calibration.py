@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from synaptic_geometry.experiments.biology import simulate_measurements
+from synaptic_geometry.experiments.biology import simulate_measurements, simulation_cells
 from synaptic_geometry.identify.statistics import identify_measurements
 from synaptic_geometry.infra.store import experiment
 from synaptic_geometry.potentials import CANDIDATE_POTENTIALS, get_potential
@@ -39,20 +39,17 @@ def calibrate(
     truths = [get_potential(t).name for t in true_potentials]
     shape = (len(truths), len(n_values))
     out = {key: np.zeros(shape) for key in ("best_correct", "decisive", "decisive_wrong", "best_fraction")}
-    children = np.random.SeedSequence(seed).spawn(len(truths) * len(n_values))
-    for i, truth in enumerate(truths):
-        for j, n in enumerate(n_values):
-            rng = np.random.default_rng(children[i * len(n_values) + j])
-            for _ in range(reps):
-                before, after = simulate_measurements(int(n), truth, rng, **condition)
-                result = identify_measurements(
-                    before, after, candidates, n_boot=n_boot, seed=int(rng.integers(2**32)), invalid=invalid
-                )
-                right = result.best == truth
-                out["best_correct"][i, j] += right / reps
-                out["decisive"][i, j] += result.decisive / reps
-                out["decisive_wrong"][i, j] += (result.decisive and not right) / reps
-                out["best_fraction"][i, j] += result.best_fraction / reps
+    for (i, truth), (j, n), rng in simulation_cells(truths, n_values, seed):
+        for _ in range(reps):
+            before, after = simulate_measurements(n, truth, rng, **condition)
+            result = identify_measurements(
+                before, after, candidates, n_boot=n_boot, seed=int(rng.integers(2**32)), invalid=invalid
+            )
+            right = result.best == truth
+            out["best_correct"][i, j] += right / reps
+            out["decisive"][i, j] += result.decisive / reps
+            out["decisive_wrong"][i, j] += (result.decisive and not right) / reps
+            out["best_fraction"][i, j] += result.best_fraction / reps
     out["true_potentials"] = np.array(truths, dtype=str)
     out["n_values"] = np.asarray(n_values, dtype=np.int64)
     return out
