@@ -11,7 +11,7 @@ import pytest
 import synaptic_geometry.identify as M
 from synaptic_geometry import CANDIDATE_POTENTIALS, delta_cdf, dual_change
 from synaptic_geometry.experiments.biology import simulate_measurements
-from synaptic_geometry.identify import calibration, cli, counts, outputs, plotting, reading, statistics, tables
+from synaptic_geometry.identify import calibration, cli, counts, outputs, plotting, reading, scale, statistics, tables
 
 CANDIDATES = ("negative_entropy", "2-norm", "3-norm")
 
@@ -312,7 +312,7 @@ def test_figure_shares_match_the_summary():
 
 
 def test_package_reexports_every_module_function():
-    for module in (calibration, cli, counts, outputs, plotting, reading, statistics, tables):
+    for module in (calibration, cli, counts, outputs, plotting, reading, scale, statistics, tables):
         for name in module.__all__:
             if name not in ("FIGURE_SUFFIXES", "TABLE_SUFFIXES", "check_output", "verdict"):
                 assert getattr(M, name) is getattr(module, name), name

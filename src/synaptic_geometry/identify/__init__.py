@@ -9,6 +9,7 @@ how decisively it wins.
 Modules: :mod:`~synaptic_geometry.identify.reading` (paired CSV files),
 :mod:`~synaptic_geometry.identify.statistics` (the test and its verdict),
 :mod:`~synaptic_geometry.identify.counts` (the test on synapse counts),
+:mod:`~synaptic_geometry.identify.scale` (the scale-structure-aware statistic, with neuron ids),
 :mod:`~synaptic_geometry.identify.calibration` (the verdict on simulated experiments),
 :mod:`~synaptic_geometry.identify.plotting` and :mod:`~synaptic_geometry.identify.outputs`
 (figure and files), :mod:`~synaptic_geometry.identify.cli` (the command).
@@ -26,6 +27,7 @@ Command line (``synaptic-geometry identify`` or ``python -m synaptic_geometry.id
         --figure identify.png --table identify.csv
     synaptic-geometry identify BEFORE.csv AFTER.csv --counts --id-columns pre,post --column synapses \\
         --control BEFORE2.csv AFTER2.csv --calibrate
+    synaptic-geometry identify BEFORE.csv AFTER.csv --id-columns pre,post --column size --scale-correction
 
 Bad input raises :class:`MeasurementError` (the command prints it and exits with status 1) and
 nothing is written. Outputs are written only after every step succeeded, each under a temporary
@@ -39,6 +41,13 @@ from synaptic_geometry.identify.errors import MeasurementError
 from synaptic_geometry.identify.outputs import write_outputs
 from synaptic_geometry.identify.plotting import plot_result
 from synaptic_geometry.identify.reading import Measurements, parse_where, read_counts, read_measurements
+from synaptic_geometry.identify.scale import (
+    N_CORRECTED_FLOOR,
+    ScaleCorrection,
+    neuron_matrix,
+    scale_corrected,
+    simulate_neuron_synapses,
+)
 from synaptic_geometry.identify.tables import calibration_table, compare_results, result_table, share_upper_bound
 from synaptic_geometry.identify.statistics import (
     INVALID_POLICIES,
@@ -52,11 +61,13 @@ __all__ = [
     "DEQUANTISATIONS",
     "INVALID_POLICIES",
     "MIN_SYNAPSES",
+    "N_CORRECTED_FLOOR",
     "N_FLOOR",
     "CountResult",
     "IdentifyResult",
     "MeasurementError",
     "Measurements",
+    "ScaleCorrection",
     "build_parser",
     "calibrate",
     "calibrate_counts",
@@ -66,13 +77,16 @@ __all__ = [
     "identify_counts",
     "identify_measurements",
     "main",
+    "neuron_matrix",
     "parse_where",
     "plot_result",
     "read_counts",
     "result_table",
     "read_measurements",
     "run",
+    "scale_corrected",
     "share_upper_bound",
+    "simulate_neuron_synapses",
     "stored_calibration",
     "write_outputs",
 ]

@@ -84,6 +84,20 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
     counts.add_argument("--calibration-reps", type=int, default=100,
                         help="with --calibrate: simulated pairs per growth geometry (default: %(default)s)")
+    scale = parser.add_argument_group("neuron scale structure (measured synapses with neuron ids)")
+    scale.add_argument(
+        "--scale-correction", action="store_true",
+        help="also report, per candidate, the scale-corrected Delta-CDF: the synapses, paired by --id-columns PRE,POST "
+             "(exactly two columns, presynaptic then postsynaptic neuron id; one row per neuron pair), are arranged "
+             "as a postsynaptic x presynaptic matrix of the observed pairs, each candidate's change is divided "
+             "alternately by its postsynaptic and presynaptic root mean square, and it is compared with corrected "
+             "Gaussian matrices of the same shape and mask, whose scores are printed as the corrected floor. Limits: "
+             "it assumes a gradient-like change whose spread factorises into a presynaptic and a postsynaptic "
+             "scale; each neuron's scale is estimated from its own synapses, so with few synapses per neuron the "
+             "scales are noisy and the corrected statistic can name the wrong potential (it did on small "
+             "convolutional layers in the book's deep-network chapter); it needs neuron ids; the corrected scores "
+             "have no bootstrap interval and the figure shows the raw statistic. Not with --counts",
+    )
     drop = parser.add_mutually_exclusive_group()
     drop.add_argument("--drop-rows", action="store_true", help="drop synapses that are zero or change sign (reported)")
     drop.add_argument("--drop-candidates", action="store_true", help="drop sign-keeping candidates if any synapse is zero or changes sign")
@@ -128,7 +142,7 @@ def run(argv: Sequence[str] | None = None, prog: str = PROG) -> IdentifyResult:
     if problem:
         parser.error(problem)
     invalid = "drop_rows" if args.drop_rows else "drop_candidates" if args.drop_candidates else "error"
-    id_columns = [c.strip() for c in args.id_columns.split(",") if c.strip()] if args.id_columns else None
+    id_columns = _id_columns(args)
     candidates = [c.strip() for c in args.candidates.split(",") if c.strip()]
     check_output(args.figure, FIGURE_SUFFIXES, "figure")
     check_output(args.table, TABLE_SUFFIXES, "table")
@@ -137,9 +151,12 @@ def run(argv: Sequence[str] | None = None, prog: str = PROG) -> IdentifyResult:
         result = _run_counts(args, candidates, id_columns, where)
     else:
         data = read_measurements(args.before, args.after, args.column, id_columns, where)
+        neurons = (data.ids[id_columns[0]].to_list(), data.ids[id_columns[1]].to_list()) if args.scale_correction \
+            else None
         result = identify_measurements(
             data.before, data.after, candidates, n_boot=args.n_boot, seed=args.seed,
             confidence=args.confidence, centered=bool(args.centered), invalid=invalid, labels=data.labels,
+            neurons=neurons,
         )
     write_outputs(result, args.figure, args.table)
     return result
@@ -161,8 +178,25 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     return 0
 
 
+def _id_columns(args: argparse.Namespace) -> list[str] | None:
+    return [c.strip() for c in args.id_columns.split(",") if c.strip()] if args.id_columns else None
+
+
 def _option_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with a combination of options, or None."""
+    if args.scale_correction:
+        if args.counts:
+            return ("--scale-correction does not apply with --counts: the corrected statistic is defined for "
+                    "measured values, not for dequantised counts with connections that appear or vanish")
+        ids = _id_columns(args)
+        if not ids:
+            return ("--scale-correction needs the neuron of each synapse: give --id-columns PRE,POST "
+                    "(the presynaptic and the postsynaptic id column)")
+        if len(ids) != 2:
+            return (f"--scale-correction needs exactly two id columns, --id-columns PRE,POST (presynaptic, "
+                    f"postsynaptic); got {len(ids)}: {', '.join(ids)}")
+        if ids[0] == ids[1]:
+            return f"--scale-correction needs two different id columns, got {ids[0]} twice"
     if not args.counts:
         used = [flag for flag, value in (("--dequantise", args.dequantise), ("--n-draws", args.n_draws),
                                          ("--control", args.control)) if value is not None]

@@ -19,11 +19,13 @@ _MISSING_TEXT = {"", "nan", "na", "n/a", "null", "none"}
 
 @dataclass
 class Measurements:
-    """Paired measurements: ``before[i]`` and ``after[i]`` are the same synapse, named ``labels[i]``."""
+    """Paired measurements: ``before[i]`` and ``after[i]`` are the same synapse, named ``labels[i]``;
+    paired by id, ``ids`` holds the id columns' values of each synapse (row ``i``), else None."""
 
     before: np.ndarray
     after: np.ndarray
     labels: list[str]
+    ids: pd.DataFrame | None = None
 
 
 def _read_table(path: str | Path, where: Mapping[str, str] | None = None) -> pd.DataFrame:
@@ -182,7 +184,8 @@ def read_measurements(
                                "(for counts, where a missing connection counts 0, use --counts)")
     position = {key: k for k, key in enumerate(ids[1])}
     order = np.array([position[key] for key in ids[0]], dtype=int)
-    return Measurements(values[0], values[1][order], [f"id {key}" for key in ids[0]])
+    cells = tables[0][id_columns].apply(lambda col: col.str.strip()).reset_index(drop=True)
+    return Measurements(values[0], values[1][order], [f"id {key}" for key in ids[0]], cells)
 
 
 def _whole_numbers(values: np.ndarray, table: pd.DataFrame, path: Path) -> None:

@@ -11,6 +11,7 @@ import pandas as pd
 
 from synaptic_geometry.gaussianity import delta_cdf, delta_cdf_batch, domain_mask, dual_change, gaussian_floor
 from synaptic_geometry.identify.errors import MeasurementError, show
+from synaptic_geometry.identify.scale import ScaleCorrection, scale_corrected
 from synaptic_geometry.potentials import CANDIDATE_POTENTIALS, Potential, get_potential
 
 __all__ = ["INVALID_POLICIES", "MIN_SYNAPSES", "N_FLOOR", "IdentifyResult", "identify_measurements", "verdict"]
@@ -55,6 +56,7 @@ class IdentifyResult:
     floor: tuple[float, float] = (float("nan"), float("nan"))  # Gaussian floor: median, quantile at confidence
     n_floor: int = 0
     unit: str = "synapses"
+    corrected: ScaleCorrection | None = None  # the scale-structure-aware statistic, when neurons were given
 
     def summary(self) -> str:
         """A few lines of text for people: the table and the verdict."""
@@ -62,7 +64,8 @@ class IdentifyResult:
         statistic = "centred" if self.centered else "uncentred"
         lines = [
             f"{self.n_synapses} {self.unit}, {self.n_boot} bootstrap resamples, {level} intervals, {statistic} Delta-CDF",
-            self.table.to_string(index=False, float_format=lambda x: f"{x:.4f}"),
+            self.table.rename(columns={"corrected_delta_cdf": "corrected"}).to_string(
+                index=False, float_format=lambda x: f"{x:.4f}"),
             f"Gaussian floor ({self.n_floor} exact Gaussian samples of {self.n_synapses}, {statistic}): median "
             f"{self.floor[0]:.4f}, {level} below {self.floor[1]:.4f}",
             f"best: {self.best} (lowest Delta-CDF in {100 * self.best_fraction:.1f}% of resamples)",
@@ -74,6 +77,8 @@ class IdentifyResult:
             lines.append(f"dropped {len(self.dropped_rows)} row(s) unusable by sign-keeping candidates: {show(self.dropped_rows)}")
         if self.dropped_candidates:
             lines.append(f"dropped candidate(s): {', '.join(self.dropped_candidates)}")
+        if self.corrected is not None:
+            lines += self.corrected.summary_lines(level)
         return wrap_lines(lines)
 
     def to_dict(self) -> dict:
@@ -96,6 +101,7 @@ class IdentifyResult:
             "n_floor": self.n_floor,
             "dropped_rows": self.dropped_rows,
             "dropped_candidates": self.dropped_candidates,
+            **({"scale_correction": self.corrected.to_dict()} if self.corrected is not None else {}),
         }
 
 
@@ -159,11 +165,11 @@ def _potentials(candidates: Sequence[str]) -> list[Potential]:
 
 
 def _apply_sign_policy(before, after, labels, phis, invalid):
-    """Rows and candidates left after the ``invalid`` policy, and what it dropped."""
+    """Rows and candidates left after the ``invalid`` policy, what it dropped, and which rows it kept."""
     keepers = [p.name for p in phis if p.keeps_sign]
     unusable = ~domain_mask(before, after, keepers) if keepers else np.zeros(before.size, dtype=bool)
     if not unusable.any():
-        return before, after, labels, phis, [], []
+        return before, after, labels, phis, [], [], ~unusable
     where = list(np.asarray(labels)[unusable])
     if invalid == "error":
         zeros = int(((before == 0) | (after == 0)).sum())
@@ -175,11 +181,11 @@ def _apply_sign_policy(before, after, labels, phis, invalid):
         )
     if invalid == "drop_rows":
         keep = ~unusable
-        return before[keep], after[keep], [lab for lab, k in zip(labels, keep) if k], phis, where, []
+        return before[keep], after[keep], [lab for lab, k in zip(labels, keep) if k], phis, where, [], keep
     phis = [p for p in phis if not p.keeps_sign]
     if len(phis) < 2:
         raise MeasurementError(f"after dropping {', '.join(keepers)} fewer than two candidates remain ({[p.name for p in phis]})")
-    return before, after, labels, phis, [], keepers
+    return before, after, labels, phis, [], keepers, ~np.zeros(before.size, dtype=bool)
 
 
 # --------------------------------------------------------------------------- the test
@@ -193,6 +199,7 @@ def identify_measurements(
     centered: bool = False,
     invalid: str = "error",
     labels: Sequence[str] | None = None,
+    neurons: tuple[Sequence, Sequence] | None = None,
 ) -> IdentifyResult:
     """Delta-CDF of each candidate's dual change, with bootstrap intervals and a verdict.
 
@@ -220,6 +227,12 @@ def identify_measurements(
         candidates). A sign change is itself evidence against a sign-keeping geometry.
     labels
         A name per synapse for messages (default ``index i``).
+    neurons
+        ``(presynaptic ids, postsynaptic ids)``, one of each per synapse: also score the change with
+        the scale-structure-aware statistic (:mod:`synaptic_geometry.identify.scale`), reported in
+        ``corrected`` and as the table's column ``corrected_delta_cdf``. It assumes a change whose
+        spread factorises over presynaptic and postsynaptic neurons; with few synapses per neuron
+        its scales are noisy. No bootstrap: the verdict fields describe the raw statistic.
 
     Returns
     -------
@@ -239,7 +252,13 @@ def identify_measurements(
     before, after, labels = _paired_values(before, after, labels)
     n_boot = _check_settings(n_boot, confidence, invalid)
     phis = _potentials(candidates)
-    before, after, labels, phis, dropped_rows, dropped_candidates = _apply_sign_policy(before, after, labels, phis, invalid)
+    if neurons is not None:
+        if len(neurons) != 2 or any(len(ids) != before.size for ids in neurons):
+            raise MeasurementError(f"neurons must be (presynaptic ids, postsynaptic ids) with one id per synapse "
+                                   f"({before.size})")
+        neurons = [np.asarray([str(x) for x in ids], dtype=object) for ids in neurons]
+    before, after, labels, phis, dropped_rows, dropped_candidates, kept = _apply_sign_policy(
+        before, after, labels, phis, invalid)
     n = before.size
     if n < MIN_SYNAPSES:
         raise MeasurementError(
@@ -274,11 +293,17 @@ def identify_measurements(
             boot[first:first + len(idx), k] = scores
     found = verdict(full, boot, names, confidence)
     floor = gaussian_floor(n, N_FLOOR, seed, centered)
+    corrected = None
+    if neurons is not None:
+        corrected = scale_corrected(before, after, neurons[0][kept], neurons[1][kept], phis, centered, seed, confidence)
+        scores = corrected.table.set_index("candidate")["delta_cdf"]
+        found["table"]["corrected_delta_cdf"] = scores.loc[found["table"]["candidate"]].to_numpy()
     return IdentifyResult(
         **found, n_synapses=n, n_boot=n_boot, confidence=float(confidence), seed=int(seed),
         changes={name: changes[name] for name in names},
         dropped_rows=dropped_rows, dropped_candidates=dropped_candidates, centered=bool(centered),
         floor=(float(np.median(floor)), float(np.quantile(floor, confidence))), n_floor=N_FLOOR,
+        corrected=corrected,
     )
 
 

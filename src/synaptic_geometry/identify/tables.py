@@ -33,7 +33,8 @@ def share_upper_bound(successes: int, trials: int, confidence: float = 0.95) -> 
 
 def result_table(result: IdentifyResult) -> pd.DataFrame:
     """One row per candidate, best first: ``candidate`` (display name), ``delta_cdf``,
-    ``interval`` (the bootstrap interval as text), ``best_fraction``, and for counts ``draw_sd``."""
+    ``interval`` (the bootstrap interval as text), ``best_fraction``, for counts ``draw_sd``, and with
+    the scale correction ``corrected_delta_cdf``."""
     table = result.table
     out = pd.DataFrame({
         "candidate": [display_name(c) for c in table["candidate"]],
@@ -43,6 +44,8 @@ def result_table(result: IdentifyResult) -> pd.DataFrame:
     })
     if "draw_sd" in table:
         out.insert(2, "draw_sd", table["draw_sd"].to_numpy())
+    if "corrected_delta_cdf" in table:
+        out["corrected_delta_cdf"] = table["corrected_delta_cdf"].to_numpy()
     return out
 
 
