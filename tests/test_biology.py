@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from synaptic_geometry.experiments import biology as B
-from synaptic_geometry.gaussianity import delta_cdf, dual_change, identify
-from synaptic_geometry.potentials import get_potential
+from synaptic_geometry import delta_cdf, dual_change, get_potential
+from synaptic_geometry.gaussianity import identify  # the name is shadowed by the subpackage once imported
 
 
 def test_initial_weights_lognormal_and_dale_signs():

@@ -12,7 +12,7 @@ from synaptic_geometry.devices import (
     resolve_device,
     seed_everything,
 )
-from synaptic_geometry.optim import MirrorDescent
+from synaptic_geometry import MirrorDescent
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device; torch sees none here")
 

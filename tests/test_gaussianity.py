@@ -9,19 +9,18 @@ import torch
 from scipy.integrate import quad
 from scipy.special import ndtr, ndtri
 
-from synaptic_geometry.gaussianity import (
+from synaptic_geometry import (
     CANDIDATE_POTENTIALS,
-    as_flat_array,
     change_magnitude,
     delta_cdf,
     delta_cdf_batch,
-    delta_cdf_grid,
     domain_mask,
     dual_change,
     gaussian_floor,
-    identify,
+    get_potential,
 )
-from synaptic_geometry.potentials import get_potential
+# identify from its module: importing the subpackage synaptic_geometry.identify shadows the public name
+from synaptic_geometry.gaussianity import as_flat_array, delta_cdf_grid, identify
 
 
 def quad_delta_cdf(change: np.ndarray, centered: bool, ddof: int = 0) -> float:
@@ -373,8 +372,6 @@ def test_as_flat_array() -> None:
 
 
 def test_gaussian_floor_is_the_sampling_floor_and_is_seeded():
-    from synaptic_geometry import gaussian_floor
-
     floor = gaussian_floor(10_000, n_samples=20, seed=3)
     assert floor.shape == (20,)
     assert 0.8 < np.median(floor) * np.sqrt(10_000) < 1.5  # about 1.1 / sqrt(n)

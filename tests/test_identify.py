@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 import synaptic_geometry.identify as M
-from synaptic_geometry import CANDIDATE_POTENTIALS
+from synaptic_geometry import CANDIDATE_POTENTIALS, delta_cdf, dual_change
 from synaptic_geometry.experiments.biology import simulate_measurements
+from synaptic_geometry.identify import calibration, cli, counts, outputs, plotting, reading, scale, statistics, tables
 
 CANDIDATES = ("negative_entropy", "2-norm", "3-norm")
 
@@ -311,7 +312,6 @@ def test_figure_shares_match_the_summary():
 
 
 def test_package_reexports_every_module_function():
-    from synaptic_geometry.identify import calibration, cli, counts, outputs, plotting, reading, scale, statistics, tables
     for module in (calibration, cli, counts, outputs, plotting, reading, scale, statistics, tables):
         for name in module.__all__:
             if name not in ("FIGURE_SUFFIXES", "TABLE_SUFFIXES", "check_output", "verdict"):
@@ -321,9 +321,6 @@ def test_package_reexports_every_module_function():
 def test_bootstrap_in_batches_equals_one_resample_at_a_time(monkeypatch):
     """The resamples are scored in batches (several batches here); each interval is what scoring
     the same resamples one at a time with the scalar Delta-CDF gives."""
-    from synaptic_geometry.gaussianity import delta_cdf, dual_change
-    from synaptic_geometry.identify import statistics
-
     monkeypatch.setattr(statistics, "_BOOT_VALUES", 7 * 400)  # 7 resamples per batch
     rng = np.random.default_rng(5)
     before = np.exp(rng.standard_normal(400))
@@ -358,8 +355,8 @@ def test_result_and_calibration_tables(tmp_path):
     assert list(table.columns) == ["candidate", "delta_cdf", "interval", "best_fraction"]
     assert table.candidate.iloc[0] == "negative entropy"
     assert table.interval.iloc[0] == f"{result.table.ci_low.iloc[0]:.3g}–{result.table.ci_high.iloc[0]:.3g}"
-    calibration = M.calibrate([100, 300], reps=3, n_boot=100, seed=0)
-    rows = M.calibration_table(calibration, reps=3)
+    calibrated = M.calibrate([100, 300], reps=3, n_boot=100, seed=0)
+    rows = M.calibration_table(calibrated, reps=3)
     assert len(rows) == 3 * 2 and set(rows.n) == {100, 300}
     assert np.all(rows.wrong_bound >= rows.decisive_wrong)
     zero = rows[rows.decisive_wrong == 0].wrong_bound

@@ -6,11 +6,9 @@ import pytest
 import scipy.linalg
 import torch
 
+from synaptic_geometry import MirrorDescent, gaussian_floor, get_potential
 from synaptic_geometry.experiments import linreg
 from synaptic_geometry.experiments.linreg import ProjectionError, bregman_projection
-from synaptic_geometry.optim import MirrorDescent
-from synaptic_geometry.gaussianity import gaussian_floor
-from synaptic_geometry.potentials import get_potential
 
 
 def small_problem(n=6, d=40, seed=0, q=2.0):

@@ -11,9 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from synaptic_geometry import optim
-from synaptic_geometry.optim import MirrorDescent, mirror_descent
-from synaptic_geometry.potentials import get_potential
+from synaptic_geometry import MirrorDescent, get_potential, mirror_descent, optim
 
 POTENTIALS = ["2-norm", "3-norm", "1.5-norm", "2.5-norm", "negative_entropy", "hypentropy:0.1"]
 SHAPES = [(3, 4), (300,), (5,), (2, 3, 3, 3), (1,)]

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from synaptic_geometry.potentials import (
+from synaptic_geometry import (
     Hypentropy,
     NegativeEntropy,
     PNorm,

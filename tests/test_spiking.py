@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 
+from synaptic_geometry import delta_cdf, domain_mask
+from synaptic_geometry.gaussianity import identify  # the name is shadowed by the subpackage once imported
 from synaptic_geometry.experiments import spiking_experiments as E
-from synaptic_geometry.gaussianity import delta_cdf, domain_mask, identify
 from synaptic_geometry.experiments.spiking import (
     Neuron,
+    PSPFilter,
     SingularMetricError,
     euclidean_gradient,
     fisher_metric_estimate,
@@ -16,6 +18,7 @@ from synaptic_geometry.experiments.spiking import (
     gaussian_metric_matrix,
     input_traces,
     invert_metric,
+    kl_rate,
     learn,
     learn_reference,
     natural_direction,
@@ -71,8 +74,6 @@ def test_psp_trace_is_exact_kernel_sum():
     rng = np.random.default_rng(3)
     spikes = poisson_spikes([40.0], 600, NEURON.dt, rng)[:, 0]
     _, x = (None, None)
-    from synaptic_geometry.experiments.spiking import PSPFilter
-
     filt = PSPFilter(NEURON, (1,))
     x = np.concatenate([filt(spikes[:250, None], axis=0), filt(spikes[250:, None], axis=0)])[:, 0]
     t = np.arange(600) * NEURON.dt
@@ -246,8 +247,6 @@ def test_divergent_runs_raise_or_stop(setup):
 
 def test_kl_rate_zero_at_teacher_and_positive_elsewhere(setup):
     teacher, students, samples = setup
-    from synaptic_geometry.experiments.spiking import kl_rate
-
     assert kl_rate(teacher, teacher, samples) == pytest.approx(0.0, abs=1e-12)
     assert np.all(kl_rate(students, teacher, samples) > 0)
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from scipy.stats import entropy
 
+from synaptic_geometry.experiments import spiking_experiments as E
 from synaptic_geometry.experiments import spiking_protocol as P
 from synaptic_geometry.experiments.spiking import BlockTraces, Neuron, gaussian_metric
 
@@ -255,8 +256,6 @@ def test_batched_configurations_share_spikes_and_match_single_runs():
 
 
 def test_paper_protocol_jobs():
-    from synaptic_geometry.experiments import spiking_experiments as E
-
     jobs = E.paper_protocol_jobs(3, 200.0, 100.0, [0.5, 2.0], 2, 2, 0)
     assert jobs["robust"][0]["etas"] == pytest.approx([2.25e-7, 4.5e-7, 9e-7, 3e-4, 6e-4, 1.2e-3])
     assert len(jobs["approx"]) == 4 and all(j["rules"] == list(P.PROTOCOL_RULES) for j in jobs["approx"])
@@ -266,8 +265,6 @@ def test_paper_protocol_jobs():
 
 
 def test_single_synapse_democracy_scaling():
-    from synaptic_geometry.experiments import spiking_experiments as E
-
     res = E.single_synapse_democracy(inv_alphas=(1.0, 2.0, 5.0), n_trials=3, duration=1.0)
     for rule, expected in (("natural_gaussian", [1.0, 1.0, 1.0]), ("euclidean", [1.0, 0.25, 0.04])):
         change = res[f"somatic_{rule}"]

@@ -1,6 +1,8 @@
 """The results store: keys, caching, atomic writes, provenance, no pickles."""
 
+import ast
 import json
+import re
 
 import numpy as np
 import pytest
@@ -172,3 +174,24 @@ def test_machine_arguments_reach_the_function_but_not_the_key(tmp_path):
     assert "device" not in second.provenance["params"]
     with pytest.raises(TypeError, match="machine argument"):
         store.experiment("bad_machine", machine=("gpu",))(lambda n: {"x": np.zeros(1)})
+
+
+def _calls_of_cached(source: str) -> list[int]:
+    """Lines of ``source`` (Python) that call a function named ``cached`` (``cached(...)``, ``store.cached(...)``)."""
+    return [node.lineno for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call)
+            and getattr(node.func, "id", getattr(node.func, "attr", None)) == "cached"]
+
+
+def test_experiments_are_declared_with_the_decorator_only():
+    """Outside the store, no module or chapter calls the low-level ``cached`` (whose key covers
+    the whole package): every stored result is an ``@experiment``."""
+    assert _calls_of_cached("x = store.cached('a', {}, f)\ny = cached('b', {}, g)\nz = cached_power(1)") == [1, 2]
+    offenders = []
+    for path in sorted(store.PACKAGE_DIR.rglob("*.py")):
+        if path.name != "store.py":
+            offenders += [f"{path.relative_to(store.PACKAGE_DIR)}:{line}" for line in _calls_of_cached(path.read_text())]
+    notebooks = store.PACKAGE_DIR.parents[1] / "notebooks"
+    for path in sorted(notebooks.glob("*.md")):
+        offenders += [f"{path.name}: {line.strip()}" for line in path.read_text().splitlines()
+                      if re.search(r"(?<![\w.])(store\.)?cached\(", line)]
+    assert offenders == []

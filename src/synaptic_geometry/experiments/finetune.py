@@ -583,20 +583,35 @@ def collect(runs: Sequence[dict], root=None, exclude_untouched: bool = False, pe
             candidates: Sequence[str] = CANDIDATE_POTENTIALS) -> pd.DataFrame:
     """Scores of every finished run: one row per (run, layer, candidate) with the run's record attached."""
 
+    def columns(params: dict, arrays: dict) -> tuple[dict, dict]:
+        return {k: params[k] for k in ("arch", "potential", "seed")}, record(arrays)
+
+    return collect_scores(finetune, runs, columns, root, exclude_untouched, per_layer, candidates)
+
+
+def collect_scores(stored: Callable, runs: Sequence[dict], columns: Callable[[dict, dict], tuple[dict, dict]],
+                   root=None, exclude_untouched: bool = False, per_layer: bool = False,
+                   candidates: Sequence[str] = CANDIDATE_POTENTIALS, what: str = "runs") -> pd.DataFrame:
+    """:func:`analyse` of every finished run of a stored fine-tuning experiment ``stored`` (called
+    as ``stored(params)``), in one table.
+
+    ``columns(params, arrays)`` gives the run's record as two dicts: the columns put first (in
+    order) and the columns appended. Runs not yet stored are skipped; none finished is a ValueError.
+    """
     frames = []
     for params in runs:
-        if not is_done(finetune, {"params": params}, root):
+        if not is_done(stored, {"params": params}, root):
             continue
-        arrays = finetune(params, root=root)
+        arrays = stored(params, root=root)
         table = analyse(arrays, candidates, exclude_untouched, per_layer)
-        table.insert(0, "seed", params["seed"])
-        table.insert(0, "potential", params["potential"])
-        table.insert(0, "arch", params["arch"])
-        for name, value in record(arrays).items():
+        first, rest = columns(params, arrays)
+        for i, (name, value) in enumerate(first.items()):
+            table.insert(i, name, value)
+        for name, value in rest.items():
             table[name] = value
         frames.append(table)
     if not frames:
-        raise ValueError("no finished runs to collect; run the sweep first")
+        raise ValueError(f"no finished {what} to collect; run the sweeps first")
     return pd.concat(frames, ignore_index=True)
 
 

@@ -28,7 +28,8 @@ import scipy.special
 from threadpoolctl import threadpool_limits
 
 from synaptic_geometry.gaussianity import change_magnitude, delta_cdf, domain_mask, dual_change, gaussian_floor
-from synaptic_geometry.infra.store import cached
+from synaptic_geometry.infra.store import experiment
+from synaptic_geometry.infra.sweep import run_sweep
 from synaptic_geometry.optim import MirrorDescent
 from synaptic_geometry.potentials import TRAINED_POTENTIALS, Potential, get_potential
 
@@ -276,6 +277,21 @@ def _inverse_hessian(potential: Potential, w: np.ndarray) -> np.ndarray:
         return 1.0 / potential.hess_diag(w)
 
 
+def _backtrack(trial_point, shortest: float = 1e-12):
+    """The line search of both Newton solvers: step lengths t = 1, 1/2, 1/4, ... down to ``shortest``.
+
+    ``trial_point(t)`` returns the point reached with step length t if it is acceptable, else None.
+    Returns ``(t, point)`` for the first acceptable t, or ``(None, None)`` if none is.
+    """
+    t = 1.0
+    while t >= shortest:
+        point = trial_point(t)
+        if point is not None:
+            return t, point
+        t *= 0.5
+    return None, None
+
+
 def _dual_newton(X, y, w0, potential, tol, max_iter, hessian_dtype):
     """Newton ascent on the dual G(alpha); w(alpha) = inv_grad(theta0 + X^T alpha) is exact."""
     sign = np.sign(w0) if potential.keeps_sign else None
@@ -305,26 +321,30 @@ def _dual_newton(X, y, w0, potential, tol, max_iter, hessian_dtype):
             if factor is None or not np.array_equal(d, last_d):  # constant Hessian (2-norm): factor once
                 factor, last_d = _factor(X_h, d, hessian_dtype), d
         step = _solve(factor, gradient)
-        slope, gradient_norm, t = float(gradient @ step), float(np.linalg.norm(gradient)), 1.0
-        while t >= 1e-12:
+        slope, gradient_norm = float(gradient @ step), float(np.linalg.norm(gradient))
+
+        def trial_point(t):
             trial = alpha + t * step
             w_trial = primal(trial)
-            if w_trial is not None:
-                value_trial, gradient_trial = dual_value(trial, w_trial), y - X @ w_trial
-                armijo = value_trial >= value + 1e-4 * t * slope
-                # near the solution the dual value is flat to rounding: accept a step that reduces the residual
-                flat = slope <= 1e-12 * max(1.0, abs(value))
-                if np.isfinite(value_trial) and (armijo or (flat and np.linalg.norm(gradient_trial) < gradient_norm)):
-                    break
-            t *= 0.5
+            if w_trial is None:
+                return None
+            value_trial, gradient_trial = dual_value(trial, w_trial), y - X @ w_trial
+            armijo = value_trial >= value + 1e-4 * t * slope
+            # near the solution the dual value is flat to rounding: accept a step that reduces the residual
+            flat = slope <= 1e-12 * max(1.0, abs(value))
+            if np.isfinite(value_trial) and (armijo or (flat and np.linalg.norm(gradient_trial) < gradient_norm)):
+                return trial, w_trial, value_trial, gradient_trial
+            return None
+
+        t, point = _backtrack(trial_point)
+        if point is not None:
+            alpha, w, value, gradient = point
+            # keep the factorised Hessian while full steps contract the residual fast (it costs N^2 D)
+            stale = t == 1.0 and np.linalg.norm(gradient) <= _KEEP_HESSIAN * gradient_norm
+        elif stale:  # the kept Hessian was not good enough: refresh it and try again
+            stale = False
         else:
-            if stale:  # the old Hessian was not good enough: refresh it and try again
-                stale = False
-                continue
             break  # no acceptable step: report non-convergence
-        alpha, w, value, gradient = trial, w_trial, value_trial, gradient_trial
-        # keep the factorised Hessian while full steps contract the residual fast (it costs N^2 D)
-        stale = t == 1.0 and np.linalg.norm(gradient) <= _KEEP_HESSIAN * gradient_norm
     return w, alpha, iterations
 
 
@@ -357,20 +377,22 @@ def _primal_dual_newton(X, y, w0, potential, tol, max_iter, hessian_dtype):
         # H dw - X^T da = -g,  X dw = -r   =>   (X D X^T) da = X (D g) - r,  dw = D (X^T da - g)
         d_alpha = _solve(factor, X @ (d * g) - r)
         d_w = d * (X.T @ d_alpha - g)
-        merit, t = math.hypot(np.linalg.norm(g), np.linalg.norm(r)), 1.0
-        while t >= 1e-12:
+        merit = math.hypot(np.linalg.norm(g), np.linalg.norm(r))
+
+        def trial_point(t):
             g_t, r_t = residuals(w + t * d_w, alpha + t * d_alpha)
-            if math.hypot(np.linalg.norm(g_t), np.linalg.norm(r_t)) <= (1 - 1e-4 * t) * merit:
-                break
-            t *= 0.5
+            accept = math.hypot(np.linalg.norm(g_t), np.linalg.norm(r_t)) <= (1 - 1e-4 * t) * merit
+            return (g_t, r_t) if accept else None
+
+        t, point = _backtrack(trial_point)
+        if point is not None:
+            w, alpha, (g, r) = w + t * d_w, alpha + t * d_alpha, point
+            # keep the factorised Hessian while full steps contract the residuals fast (it costs N^2 D)
+            stale = t == 1.0 and math.hypot(np.linalg.norm(g), np.linalg.norm(r)) <= _KEEP_HESSIAN * merit
+        elif stale:
+            stale = False
         else:
-            if stale:  # the old Hessian was not good enough: refresh it and try again
-                stale = False
-                continue
             break
-        w, alpha, g, r = w + t * d_w, alpha + t * d_alpha, g_t, r_t
-        # keep the factorised Hessian while full steps contract the residuals fast (it costs N^2 D)
-        stale = t == 1.0 and math.hypot(np.linalg.norm(g), np.linalg.norm(r)) <= _KEEP_HESSIAN * merit
     return w, alpha, iterations
 
 
@@ -600,15 +622,14 @@ def figure_grid(
 ) -> pd.DataFrame:
     """The linear-regression figure: exact limits for every (q, seed), cached per (q, seed).
 
-    ``workers`` > 1 computes missing cells in that many processes.
+    Each cell is the stored experiment :func:`figure_cell`; the missing cells run as a sweep
+    (:func:`synaptic_geometry.infra.sweep.run_sweep`), in ``workers`` processes if ``workers`` > 1.
 
     Returns a long table with columns q, seed, potential, exponent, width, delta_cdf (the published
     statistic: divided by the standard deviation, not centred; exact), delta_cdf_centered,
     mean_ratio (mean of the dual change over its standard deviation), magnitude, residual,
     iterations, n, seconds (time of the exact solve when computed).
     """
-    from tqdm import tqdm
-
     widths = [int(d) for d in widths]
     exponents = [float(a) for a in exponents]
     potentials = [get_potential(p).name for p in potentials]
@@ -617,17 +638,12 @@ def figure_grid(
         cell: dict(widths=widths, exponents=exponents, potentials=potentials, s=float(s), q=cell[0], seed=cell[1])
         for cell in cells
     }
-    results = {}
-    if workers > 1:  # independent cells in parallel processes (each solve uses one BLAS thread)
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {cell: pool.submit(_cached_figure_cell, params[cell], root) for cell in cells}
-            for cell in tqdm(cells, desc="linreg figure", disable=not progress):
-                results[cell] = futures[cell].result()
-    else:
-        for cell in tqdm(cells, desc="linreg figure", disable=not progress):
-            results[cell] = _cached_figure_cell(params[cell], root)
+    jobs = [params[cell] for cell in cells]
+    done = run_sweep(figure_cell, jobs, root=root, executor="local" if workers > 1 else "serial", workers=workers,
+                     threads=1, progress=progress, label_keys=["q", "seed"])
+    if not done.ok:
+        raise RuntimeError(done.summary())
+    results = {cell: figure_cell(**params[cell], root=root) for cell in cells}  # all from the store now
     seeds = [int(x) for x in seeds]
     qs = [float(q) for q in qs]
     keys = results[cells[0]].keys()
@@ -637,13 +653,42 @@ def figure_grid(
     return _long_table(stacked, potentials, exponents, widths, seeds, qs)
 
 
-def _cached_figure_cell(params: dict, root) -> dict[str, np.ndarray]:
-    """One (q, seed) cell of the figure through the store (a top-level function for processes)."""
-    p = params
-    return cached(
-        "linreg_figure", p,
-        lambda: _figure_cell(p["widths"], p["exponents"], p["potentials"], p["s"], p["q"], p["seed"]), root=root,
-    )
+@experiment("linreg_figure")
+def figure_cell(widths: list, exponents: list, potentials: list, s: float, q: float,
+                seed: int) -> dict[str, np.ndarray]:
+    """One (q, seed) cell of the figure, stored: the exact limit at every width, exponent and potential."""
+    return _figure_cell(widths, exponents, potentials, s, q, seed)
+
+
+@experiment("linreg_protocols")
+def protocol_comparison(widths: list, exponent: float, q: float, potentials: list, seed: int,
+                        s: float) -> dict[str, np.ndarray]:
+    """:func:`compare_protocols`, stored: one row per potential, width and method."""
+    rows = {k: [] for k in ("potential", "width", "n", "method", "seconds", "residual", "delta_cdf",
+                            "magnitude", "lr", "steps", "failures", "distance")}
+    heldout = {d: (X, y, w0) for _, d, X, y, w0 in nested_draws(widths, [exponent], s, q, seed + 10_000)}
+    for _, d, X, y, w0 in nested_draws(widths, [exponent], s, q, seed):
+        for name in potentials:
+            start = time.perf_counter()
+            exact = bregman_projection(X, y, w0, name)
+            t_exact = time.perf_counter() - start
+            start = time.perf_counter()
+            proto = published_protocol(X, y, w0, name, heldout[d])
+            t_proto = time.perf_counter() - start
+            scale = float(np.linalg.norm(exact.w - w0))
+            for method, w, sec, res, lr, steps, fails in (
+                ("exact", exact.w, t_exact, exact.residual, np.nan, exact.iterations, 0),
+                ("iterative", proto.w, t_proto, proto.residual, proto.lr, proto.steps, len(proto.failures)),
+            ):
+                try:
+                    dc, mag = _metrics(w0, w, name)
+                except ValueError:  # a diverged run outside the potential's domain
+                    dc, mag = np.nan, np.nan
+                values = (name, d, X.shape[0], method, sec, res, dc, mag, lr, steps, fails,
+                          float(np.linalg.norm(w - exact.w)) / scale)
+                for key, value in zip(rows, values):
+                    rows[key].append(value)
+    return {k: np.array(v) for k, v in rows.items()}
 
 
 def compare_protocols(
@@ -664,35 +709,8 @@ def compare_protocols(
     widths = [int(d) for d in widths]
     potentials = [get_potential(p).name for p in potentials]
 
-    def compute():
-        rows = {k: [] for k in ("potential", "width", "n", "method", "seconds", "residual", "delta_cdf",
-                                "magnitude", "lr", "steps", "failures", "distance")}
-        heldout = {d: (X, y, w0) for _, d, X, y, w0 in nested_draws(widths, [exponent], s, q, seed + 10_000)}
-        for _, d, X, y, w0 in nested_draws(widths, [exponent], s, q, seed):
-            for name in potentials:
-                start = time.perf_counter()
-                exact = bregman_projection(X, y, w0, name)
-                t_exact = time.perf_counter() - start
-                start = time.perf_counter()
-                proto = published_protocol(X, y, w0, name, heldout[d])
-                t_proto = time.perf_counter() - start
-                scale = float(np.linalg.norm(exact.w - w0))
-                for method, w, sec, res, lr, steps, fails in (
-                    ("exact", exact.w, t_exact, exact.residual, np.nan, exact.iterations, 0),
-                    ("iterative", proto.w, t_proto, proto.residual, proto.lr, proto.steps, len(proto.failures)),
-                ):
-                    try:
-                        dc, mag = _metrics(w0, w, name)
-                    except ValueError:  # a diverged run outside the potential's domain
-                        dc, mag = np.nan, np.nan
-                    values = (name, d, X.shape[0], method, sec, res, dc, mag, lr, steps, fails,
-                              float(np.linalg.norm(w - exact.w)) / scale)
-                    for key, value in zip(rows, values):
-                        rows[key].append(value)
-        return {k: np.array(v) for k, v in rows.items()}
-
     params = dict(widths=widths, exponent=float(exponent), q=float(q), potentials=potentials, seed=int(seed), s=float(s))
-    return pd.DataFrame(cached("linreg_protocols", params, compute, root=root))
+    return pd.DataFrame(protocol_comparison(**params, root=root))
 
 
 def _robustness_start(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -703,6 +721,30 @@ def _robustness_start(kind: str, size: int, rng: np.random.Generator) -> np.ndar
     if kind == "normal":
         return rng.normal(0.0, 0.1, size)
     raise ValueError(f"unknown start {kind!r}; accepted: 'lognormal', 'normal'")
+
+
+@experiment("linreg_robustness")
+def robustness_runs(true: list, starts: list, candidates: list, seeds: list, synapses: int, nominal_width: int,
+                    scale: float) -> dict[str, np.ndarray]:
+    """:func:`robustness_sweep`, stored: Delta-CDF and dropped share (true x start x candidate x seed)."""
+    true_potentials = true  # named "true" in the stored parameters
+    out = np.full((len(true_potentials), len(starts), len(candidates), len(seeds)), np.nan)
+    dropped = np.zeros_like(out)
+    for ti, true in enumerate(true_potentials):
+        phi = get_potential(true)
+        size = abs(float(phi.grad(np.array([1 / math.sqrt(nominal_width)]))[0])) * scale
+        for si, start in enumerate(starts):
+            for ki, seed in enumerate(seeds):
+                rng = np.random.default_rng([seed, ti, si])
+                w0 = _robustness_start(start, synapses, rng)
+                sign = np.sign(w0) if phi.keeps_sign else None
+                w1 = phi.inv_grad(phi.grad(w0) + size * rng.standard_normal(synapses), sign=sign)
+                for ci, cand in enumerate(candidates):
+                    # a sign-keeping candidate cannot analyse weights that changed sign: drop them
+                    keep = domain_mask(w0, w1, [cand])
+                    dropped[ti, si, ci, ki] = 1.0 - keep.mean()
+                    out[ti, si, ci, ki] = delta_cdf(dual_change(w0[keep], w1[keep], cand), centered=False)
+    return {"delta_cdf": out, "dropped": dropped}
 
 
 def robustness_sweep(
@@ -726,28 +768,9 @@ def robustness_sweep(
     true_potentials = [get_potential(p).name for p in true_potentials]
     candidates = [get_potential(p).name for p in candidates]
 
-    def compute():
-        out = np.full((len(true_potentials), len(starts), len(candidates), len(seeds)), np.nan)
-        dropped = np.zeros_like(out)
-        for ti, true in enumerate(true_potentials):
-            phi = get_potential(true)
-            size = abs(float(phi.grad(np.array([1 / math.sqrt(nominal_width)]))[0])) * scale
-            for si, start in enumerate(starts):
-                for ki, seed in enumerate(seeds):
-                    rng = np.random.default_rng([seed, ti, si])
-                    w0 = _robustness_start(start, synapses, rng)
-                    sign = np.sign(w0) if phi.keeps_sign else None
-                    w1 = phi.inv_grad(phi.grad(w0) + size * rng.standard_normal(synapses), sign=sign)
-                    for ci, cand in enumerate(candidates):
-                        # a sign-keeping candidate cannot analyse weights that changed sign: drop them
-                        keep = domain_mask(w0, w1, [cand])
-                        dropped[ti, si, ci, ki] = 1.0 - keep.mean()
-                        out[ti, si, ci, ki] = delta_cdf(dual_change(w0[keep], w1[keep], cand), centered=False)
-        return {"delta_cdf": out, "dropped": dropped}
-
     params = dict(true=true_potentials, starts=list(starts), candidates=candidates, seeds=[int(s) for s in seeds],
                   synapses=int(synapses), nominal_width=int(nominal_width), scale=float(scale))
-    stored = cached("linreg_robustness", params, compute, root=root)
+    stored = robustness_runs(**params, root=root)
     arr, dropped = stored["delta_cdf"], stored["dropped"]
     rows = [
         {"true": t, "start": st, "candidate": c, "seed": int(seed), "delta_cdf": float(arr[ti, si, ci, ki]),
@@ -817,6 +840,57 @@ def lipschitz_change(potential: str | Potential, w0: np.ndarray, bound: float) -
     return abs(p - 2.0) / ((p - 1.0) * theta_min) * float(bound)
 
 
+@experiment("linreg_failure")
+def failure_runs(widths: list, potentials: list, seeds: list, ratio: float | None, exponent: float | None, inputs: str,
+                 start: str, label_scale: float, cavity_samples: int, q: float, s: float) -> dict[str, np.ndarray]:
+    """:func:`failure_sweep`, stored: each quantity of :data:`FAILURE_KEYS` (potential x width x seed)."""
+    out = {k: np.full((len(potentials), len(widths), len(seeds)), np.nan) for k in FAILURE_KEYS}
+    for k_seed, seed in enumerate(seeds):
+        for di, d in enumerate(widths):
+            n = int(ratio * d) if ratio is not None else n_points(d, exponent)
+            # one draw per width (a ratio grows N faster than nested slicing allows)
+            X, y, z = _draw(n, d, s, q, seed, inputs)
+            y = label_scale * y
+            w0 = _start(start, z)
+            for p, name in enumerate(potentials):
+                phi = get_potential(name)
+                cell = (p, di, k_seed)
+                if start == "zero" and name != "2-norm":
+                    continue  # zero is outside negative entropy's domain and a singular point of p-norms: nan row
+                try:
+                    res = bregman_projection(X, y, w0, name)
+                except ProjectionError:  # recorded as nan: the table counts failures
+                    continue
+                change = phi.grad(res.w) - phi.grad(w0)
+                out["delta_cdf"][cell], out["magnitude"][cell] = _metrics(w0, res.w, name) if start != "zero" \
+                    else (delta_cdf(change), math.nan)
+                out["delta_cdf_centered"][cell] = delta_cdf(change, centered=True)
+                out["mean_ratio"][cell] = float(change.mean() / change.std())
+                leverage = coordinate_leverage(X, res.w, name)
+                out["max_leverage"][cell] = float(leverage.max())
+                out["leverage_q99"][cell] = float(np.quantile(leverage, 0.99))
+                out["max_alpha_share"][cell] = float(np.abs(res.alpha).max() / np.linalg.norm(res.alpha))
+                out["n"][cell] = n
+                d0 = 1.0 / phi.hess_diag(w0) if start != "zero" else np.ones(d)
+                scale = float(np.sqrt(np.mean(change**2)))
+                rms = float(np.sqrt(np.mean(res.w**2)))
+                out["rho"][cell] = n * rms / (scale * d0.sum())
+                out["max_change"][cell] = float(np.abs(change).max())
+                out["rms_weight"][cell] = rms
+                out["start_ratio"][cell] = n * d0.max() / d0.sum()
+                out["lipschitz_change"][cell] = lipschitz_change(name, w0, out["max_change"][cell])
+                if cavity_samples:
+                    half = cavity_samples // 2
+                    top = np.sort(leverage)[::-1][:half]
+                    out["top_leverage"][cell] = float(top.mean()) if half else math.nan
+                    try:
+                        for key, value in _cavity(X, y, w0, name, change, leverage, cavity_samples).items():
+                            out[key][cell] = value
+                    except ProjectionError:
+                        pass
+    return out
+
+
 def failure_sweep(
     widths: Sequence[int],
     potentials: Sequence[str] = TRAINED_POTENTIALS,
@@ -862,57 +936,10 @@ def failure_sweep(
     widths = [int(d) for d in widths]
     potentials = [get_potential(p).name for p in potentials]
 
-    def compute():
-        out = {k: np.full((len(potentials), len(widths), len(seeds)), np.nan) for k in FAILURE_KEYS}
-        for k_seed, seed in enumerate(seeds):
-            for di, d in enumerate(widths):
-                n = int(ratio * d) if ratio is not None else n_points(d, exponent)
-                # one draw per width (a ratio grows N faster than nested slicing allows)
-                X, y, z = _draw(n, d, s, q, seed, inputs)
-                y = label_scale * y
-                w0 = _start(start, z)
-                for p, name in enumerate(potentials):
-                    phi = get_potential(name)
-                    cell = (p, di, k_seed)
-                    if start == "zero" and name != "2-norm":
-                        continue  # zero is outside negative entropy's domain and a singular point of p-norms: nan row
-                    try:
-                        res = bregman_projection(X, y, w0, name)
-                    except ProjectionError:  # recorded as nan: the table counts failures
-                        continue
-                    change = phi.grad(res.w) - phi.grad(w0)
-                    out["delta_cdf"][cell], out["magnitude"][cell] = _metrics(w0, res.w, name) if start != "zero" \
-                        else (delta_cdf(change), math.nan)
-                    out["delta_cdf_centered"][cell] = delta_cdf(change, centered=True)
-                    out["mean_ratio"][cell] = float(change.mean() / change.std())
-                    leverage = coordinate_leverage(X, res.w, name)
-                    out["max_leverage"][cell] = float(leverage.max())
-                    out["leverage_q99"][cell] = float(np.quantile(leverage, 0.99))
-                    out["max_alpha_share"][cell] = float(np.abs(res.alpha).max() / np.linalg.norm(res.alpha))
-                    out["n"][cell] = n
-                    d0 = 1.0 / phi.hess_diag(w0) if start != "zero" else np.ones(d)
-                    scale = float(np.sqrt(np.mean(change**2)))
-                    rms = float(np.sqrt(np.mean(res.w**2)))
-                    out["rho"][cell] = n * rms / (scale * d0.sum())
-                    out["max_change"][cell] = float(np.abs(change).max())
-                    out["rms_weight"][cell] = rms
-                    out["start_ratio"][cell] = n * d0.max() / d0.sum()
-                    out["lipschitz_change"][cell] = lipschitz_change(name, w0, out["max_change"][cell])
-                    if cavity_samples:
-                        half = cavity_samples // 2
-                        top = np.sort(leverage)[::-1][:half]
-                        out["top_leverage"][cell] = float(top.mean()) if half else math.nan
-                        try:
-                            for key, value in _cavity(X, y, w0, name, change, leverage, cavity_samples).items():
-                                out[key][cell] = value
-                        except ProjectionError:
-                            pass
-        return out
-
     params = dict(widths=widths, potentials=potentials, seeds=[int(x) for x in seeds], ratio=ratio, exponent=exponent,
                   inputs=inputs, start=start, label_scale=float(label_scale), cavity_samples=int(cavity_samples),
                   q=float(q), s=float(s))
-    arr = cached("linreg_failure", params, compute, root=root)
+    arr = failure_runs(**params, root=root)
     rows = [
         {"potential": name, "width": d, "seed": int(seed), **{k: float(v[p, di, k_seed]) for k, v in arr.items()}}
         for p, name in enumerate(potentials) for di, d in enumerate(widths) for k_seed, seed in enumerate(seeds)
@@ -979,6 +1006,23 @@ def mean_variance_factor(width: int, q: float, s: float = 1.0, uniform_variance:
     return (pair_sum / width + uniform_variance) / (1.0 + uniform_variance)
 
 
+@experiment("linreg_frozen_field")
+def frozen_field_runs(widths: list, exponent: float, inputs: list, seeds: list, q: float,
+                      s: float) -> dict[str, np.ndarray]:
+    """:func:`frozen_field_sweep`, stored: the statistics of the frozen field (inputs x width x seed)."""
+    shape = (len(inputs), len(widths), len(seeds))
+    out = {k: np.full(shape, np.nan) for k in ("delta_cdf", "delta_cdf_centered", "mean_ratio")}
+    for ii, kind in enumerate(inputs):
+        for di, d in enumerate(widths):
+            for k, seed in enumerate(seeds):
+                X, y, _ = _draw(n_points(d, exponent), d, s, q, seed, kind)
+                field = X.T @ y
+                out["delta_cdf"][ii, di, k] = delta_cdf(field)
+                out["delta_cdf_centered"][ii, di, k] = delta_cdf(field, centered=True)
+                out["mean_ratio"][ii, di, k] = float(field.mean() / field.std())
+    return out
+
+
 def frozen_field_sweep(
     widths: Sequence[int], exponent: float, inputs: Sequence[str] = ("correlated", "independent"),
     seeds: Sequence[int] = tuple(range(10)), q: float = 2.0, s: float = 1.0, root=None,
@@ -992,22 +1036,9 @@ def frozen_field_sweep(
     widths = [int(d) for d in widths]
     inputs = list(inputs)
 
-    def compute():
-        shape = (len(inputs), len(widths), len(seeds))
-        out = {k: np.full(shape, np.nan) for k in ("delta_cdf", "delta_cdf_centered", "mean_ratio")}
-        for ii, kind in enumerate(inputs):
-            for di, d in enumerate(widths):
-                for k, seed in enumerate(seeds):
-                    X, y, _ = _draw(n_points(d, exponent), d, s, q, seed, kind)
-                    field = X.T @ y
-                    out["delta_cdf"][ii, di, k] = delta_cdf(field)
-                    out["delta_cdf_centered"][ii, di, k] = delta_cdf(field, centered=True)
-                    out["mean_ratio"][ii, di, k] = float(field.mean() / field.std())
-        return out
-
     params = dict(widths=widths, exponent=float(exponent), inputs=inputs, seeds=[int(x) for x in seeds],
                   q=float(q), s=float(s))
-    arr = cached("linreg_frozen_field", params, compute, root=root)
+    arr = frozen_field_runs(**params, root=root)
     rows = [{"inputs": kind, "width": d, "seed": int(seed), **{k: float(v[ii, di, si]) for k, v in arr.items()}}
             for ii, kind in enumerate(inputs) for di, d in enumerate(widths) for si, seed in enumerate(seeds)]
     return pd.DataFrame(rows)

@@ -20,7 +20,7 @@ import seaborn as sns
 
 from synaptic_geometry.experiments import finetune as ft
 from synaptic_geometry.experiments import simsiam
-from synaptic_geometry.infra.sweep import is_done, run_sweep
+from synaptic_geometry.infra.sweep import run_sweep
 from synaptic_geometry.potentials import CANDIDATE_POTENTIALS, TRAINED_POTENTIALS, display_name
 
 SIMSIAM = "simsiam"  # the architecture label of SimSiam's runs on the digits in the chapter's tables
@@ -86,28 +86,18 @@ def collect_simsiam(runs: Sequence[dict], root=None, exclude_untouched: bool = T
                     candidates: Sequence[str] = CANDIDATE_POTENTIALS) -> pd.DataFrame:
     """Scores of every finished SimSiam run, in the layout of :func:`finetune.collect` (``arch``:
     :data:`SIMSIAM` on the digits, :data:`SIMSIAM_IMAGENET` from the paper's checkpoint)."""
-    frames = []
-    for params in runs:
-        if not is_done(simsiam.finetune, {"params": params}, root):
-            continue
-        arrays = simsiam.finetune(params, root=root)
-        table = ft.analyse(arrays, candidates, exclude_untouched, per_layer)
+    def columns(params: dict, arrays: dict) -> tuple[dict, dict]:
         arch = SIMSIAM if params["pretraining"]["source"] == "embedded" else SIMSIAM_IMAGENET
-        record = {"arch": arch, "potential": params["potential"], "seed": params["seed"],
-                  "lr_rule": params["lr_rule"], "dim": int(arrays["dim"]), "n_samples": int(arrays["n_samples"]),
-                  "lr": float(arrays["lr"]), "lr_at_grid_end": bool(arrays["lr_at_grid_end"]),
-                  "epochs": int(arrays["epochs"]), "relative_change": float(arrays["relative_change"]),
-                  "fraction_crossed_zero": float(arrays["fraction_crossed_zero"]), "fits": bool(arrays["converged"]),
-                  "gap_closed": float(arrays["gap_closed"]), "std_after": float(arrays["std_after"])}
-        for i, (key, value) in enumerate(record.items()):
-            if key in ("arch", "potential", "seed", "lr_rule"):
-                table.insert(i, key, value)
-            else:
-                table[key] = value
-        frames.append(table)
-    if not frames:
-        raise ValueError("no finished SimSiam runs to collect; run the sweeps first")
-    return pd.concat(frames, ignore_index=True)
+        first = {"arch": arch, "potential": params["potential"], "seed": params["seed"], "lr_rule": params["lr_rule"]}
+        rest = {"dim": int(arrays["dim"]), "n_samples": int(arrays["n_samples"]), "lr": float(arrays["lr"]),
+                "lr_at_grid_end": bool(arrays["lr_at_grid_end"]), "epochs": int(arrays["epochs"]),
+                "relative_change": float(arrays["relative_change"]),
+                "fraction_crossed_zero": float(arrays["fraction_crossed_zero"]), "fits": bool(arrays["converged"]),
+                "gap_closed": float(arrays["gap_closed"]), "std_after": float(arrays["std_after"])}
+        return first, rest
+
+    return ft.collect_scores(simsiam.finetune, runs, columns, root, exclude_untouched, per_layer, candidates,
+                             what="SimSiam runs")
 
 
 def supervised_rows(scores: pd.DataFrame) -> pd.DataFrame:

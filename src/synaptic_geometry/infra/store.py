@@ -16,6 +16,9 @@ The one way to declare a cached experiment is the :func:`experiment` decorator::
     result = robustness(n_seeds=30)      # computed once, loaded afterwards
     result.from_store, result.provenance  # how it was obtained
 
+Underneath, :func:`cached` stores one result given its name, parameters and a function that
+computes it; it is the primitive, not a second way to declare an experiment.
+
 The store's root is resolved in one place, :func:`default_root`, the same whether a notebook runs
 under the book build or is opened directly in Jupyter.
 """
@@ -237,8 +240,11 @@ def cached(
 ) -> StoredResult:
     """Return the stored result for ``(name, params, code)``, computing and saving it if absent.
 
-    ``version`` is the code version in the key (default: the whole package's source); experiments
-    declared with :func:`experiment` pass the version of the modules they depend on.
+    The low-level primitive under :func:`experiment`, kept for the store's own tests and for
+    tools; chapters and experiment modules declare their results with :func:`experiment` instead
+    (whose key covers only the code the experiment depends on). ``version`` is the code version in
+    the key (default: the whole package's source, so any edit anywhere recomputes); experiments
+    pass the version of the modules they depend on.
     """
     _check_name(name)
     version = version or code_version()
