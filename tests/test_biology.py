@@ -5,7 +5,7 @@ import pytest
 
 from synaptic_geometry.experiments import biology as B
 from synaptic_geometry import delta_cdf, dual_change, get_potential
-from synaptic_geometry.gaussianity import identify  # the name is shadowed by the subpackage once imported
+from synaptic_geometry.gaussianity import identify
 
 
 def test_initial_weights_lognormal_and_dale_signs():

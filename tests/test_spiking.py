@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from synaptic_geometry import delta_cdf, domain_mask
-from synaptic_geometry.gaussianity import identify  # the name is shadowed by the subpackage once imported
+from synaptic_geometry.gaussianity import identify
 from synaptic_geometry.experiments import spiking_experiments as E
 from synaptic_geometry.experiments.spiking import (
     Neuron,

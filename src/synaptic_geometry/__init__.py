@@ -7,8 +7,10 @@ The public API is the core that every chapter and the identify tool build on:
   :data:`TRAINED_POTENTIALS` and :data:`CANDIDATE_POTENTIALS`;
 * the optimizer: :class:`MirrorDescent` (a sibling of ``torch.optim.SGD``) and its functional
   core :func:`mirror_descent`;
-* Gaussianity statistics: :func:`dual_change`, :func:`delta_cdf`, :func:`change_magnitude`,
-  :func:`identify` and :func:`domain_mask`;
+* Gaussianity statistics: :func:`dual_change`, :func:`delta_cdf`, :func:`change_magnitude`
+  and :func:`domain_mask` (the scoring of candidates is
+  :func:`synaptic_geometry.gaussianity.identify`: the name ``synaptic_geometry.identify`` is
+  the identify tool's subpackage);
 * the scale-structure-aware statistic: :func:`rowcol_normalize` (alternating row and column RMS
   normalisation of a layer's dual change), :func:`corrected_delta_cdf`,
   :func:`identify_corrected` and its null :func:`corrected_gaussian_floor`.
@@ -25,7 +27,6 @@ from synaptic_geometry.gaussianity import (
     domain_mask,
     dual_change,
     gaussian_floor,
-    identify,
 )
 from synaptic_geometry.optim import MirrorDescent, mirror_descent
 from synaptic_geometry.scale_correction import (
@@ -69,7 +70,6 @@ __all__ = [
     "dual_change",
     "gaussian_floor",
     "get_potential",
-    "identify",
     "identify_corrected",
     "layer_matrix",
     "mirror_descent",
