@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from synaptic_geometry.book import report
+from synaptic_geometry.book.build import load_profile
 
 
 @pytest.mark.parametrize(
@@ -68,8 +69,7 @@ def test_markdown_table_names_missing_columns():
 
 
 def test_parameter_table_lists_every_meaning_with_its_value():
-    values = {"profile": "tiny", "n_widths": 3, "n_seeds": 2, "compare_widths": [100], "robustness_seeds": 3,
-              "failure_widths": [100, 200], "failure_seeds": 1}
+    values = {"profile": "tiny", **load_profile("linear_regression", "tiny"), "failure_widths": [100, 200]}
     table = report.parameter_table("linear_regression", values)
     assert list(table.columns) == ["Parameter", "Value", "Meaning"]
     row = table[table.Parameter == "`failure_widths`"].iloc[0]
