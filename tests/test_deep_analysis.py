@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 
 import numpy as np
 import pandas as pd
@@ -15,6 +10,7 @@ import pytest
 
 from synaptic_geometry.experiments import deep_analysis as da
 from synaptic_geometry.experiments import finetune as ft
+from conftest import kill_when
 
 PROTOCOLS = {"published": {"lr_rule": "lowest_loss"}, "small-change": {"lr_rule": "smallest_reaching_100"}}
 PRETRAINING = {"mlp-tiny": {"epochs": 1, "lr": 0.1}}
@@ -107,16 +103,7 @@ def test_enlarged_sweep_resumes_after_a_kill(tmp_path):
                                {PROTOCOLS!r}, dataset="digits-embedded", **{OPTIONS!r})
         ft.run_all(runs, root={str(root)!r}, executor="serial", progress=False)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
-    try:
-        deadline = time.time() + 300
-        while not any(ft.is_done(ft.finetune, {"params": r}, root) for r in runs):
-            assert proc.poll() is None, "sweep subprocess ended early"
-            assert time.time() < deadline, "no run finished in time"
-            time.sleep(0.05)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_when(script, lambda: any(ft.is_done(ft.finetune, {"params": r}, root) for r in runs), timeout=300)
     done = [r for r in runs if ft.is_done(ft.finetune, {"params": r}, root)]
     assert 1 <= len(done) < len(runs)
     stamps = {ft.finetune.path(r, root=root): ft.finetune.path(r, root=root).stat().st_mtime_ns for r in done}

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -13,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import kill_when
 from synaptic_geometry.infra import sweep
 
 JOB_MODULE = '''
@@ -78,16 +77,8 @@ def test_kill_and_resume(job_env):
         sweep.run_sweep("sweepjobs:job", {jobs!r}, root={str(root)!r}, executor="serial", progress=False)
     """)
     env = {**os.environ, "SWEEP_SLEEP": "60"}
-    proc = subprocess.Popen([sys.executable, "-c", script], env=env, start_new_session=True)
-    try:
-        deadline = time.time() + 60
-        while not (sweep.is_done("sweepjobs:job", jobs[0], root) and starts(job_env, 1) == 1):
-            assert proc.poll() is None, "sweep subprocess ended early"
-            assert time.time() < deadline, "first job did not finish in time"
-            time.sleep(0.05)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_when(script, lambda: sweep.is_done("sweepjobs:job", jobs[0], root) and starts(job_env, 1) == 1,
+              timeout=60, env=env)
     assert not sweep.is_done("sweepjobs:job", jobs[1], root)  # killed mid-job: nothing that looks finished
     result = sweep.run_sweep("sweepjobs:job", jobs, root=root, executor="serial", progress=False)
     assert (result.n_cached, result.n_computed) == (1, 2)
