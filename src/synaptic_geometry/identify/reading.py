@@ -172,8 +172,9 @@ def read_measurements(
     tables, values, ids = _read_pair(paths, column, id_columns, where)
     if ids is None:
         return Measurements(values[0], values[1], [f"line {i + 2}" for i in tables[0].index])
-    only_before = [i for i in ids[0] if i not in set(ids[1])]
-    only_after = [i for i in ids[1] if i not in set(ids[0])]
+    in_before, in_after = set(ids[0]), set(ids[1])
+    only_before = [i for i in ids[0] if i not in in_after]
+    only_after = [i for i in ids[1] if i not in in_before]
     if only_before or only_after:
         parts = []
         if only_before:
