@@ -256,12 +256,57 @@ def test_batched_configurations_share_spikes_and_match_single_runs():
 
 
 def test_paper_protocol_jobs():
-    jobs = E.paper_protocol_jobs(3, 200.0, 100.0, [0.5, 2.0], 2, 2, 0)
-    assert jobs["robust"][0]["etas"] == pytest.approx([2.25e-7, 4.5e-7, 9e-7, 3e-4, 6e-4, 1.2e-3])
-    assert len(jobs["approx"]) == 4 and all(j["rules"] == list(P.PROTOCOL_RULES) for j in jobs["approx"])
+    jobs = E.paper_protocol_jobs(3, 200.0, 100.0, [0.5, 2.0], 2, 0, chunk_trials=2)
+    speed = jobs["speed"]
+    assert [(j["first_trial"], j["n_trials"]) for j in speed] == [(0, 2), (2, 1)]
+    assert speed[0]["etas"] == pytest.approx([2.25e-7, 4.5e-7, 9e-7, 3e-4, 6e-4, 1.2e-3, 4.5e-4])
+    assert speed[0]["rules"][-1] == "approximate" and speed[0]["weight_configs"] == [1, 4]
+    pairs = {(j["low"], j["high"]) for j in jobs["approx"]}
+    assert pairs == set(P.TABLE1_RATES) - {(10.0, 50.0)} and len(jobs["approx"]) == 3
+    assert all(j["rules"] == list(P.PROTOCOL_RULES) for j in jobs["approx"])
     assert E.compare_intervals((1, 0.5, 2), (5, 3, 7)) == "holds"
     assert E.compare_intervals((5, 3, 7), (1, 0.5, 2)) == "reversed"
     assert E.compare_intervals((1, 0.5, 4), (5, 3, 7)) == "not resolved"
+
+
+def test_fast_block_work_equals_the_plain_version():
+    """The shared-stream sparse block work gives the per-trial reference's numbers (same seed)."""
+    w0, ws, X = _small_problem(B=4)
+    J = 3
+    rules = np.repeat(np.array(P.PROTOCOL_RULES, dtype=object), 4)
+    lr = np.repeat([1e-5, 2e-6, 2e-6], 4)
+    args = (rules, RATES, np.tile(w0, (J, 1)), np.tile(ws, (J, 1)), lr, 3.0, 1.0, np.tile(X, (J, 1, 1)))
+    ref = P.simulate(*args, seed=7, streams=4, reference=True)
+    fast = P.simulate(*args, seed=7, streams=4)
+    moved = np.abs(ref["w_final"] - np.tile(w0, (J, 1))).max()
+    assert moved > 1e-4
+    np.testing.assert_allclose(fast["w_final"], ref["w_final"], rtol=0, atol=1e-12 * moved)
+    np.testing.assert_allclose(fast["kl"], ref["kl"], rtol=1e-10)
+    # teachers that differ between configurations take the general path
+    ws2 = np.tile(ws, (J, 1))
+    ws2[4:8] *= 0.5
+    args2 = args[:3] + (ws2,) + args[4:]
+    np.testing.assert_allclose(P.simulate(*args2, seed=7, streams=4)["w_final"],
+                               P.simulate(*args2, seed=7, streams=4, reference=True)["w_final"],
+                               rtol=0, atol=1e-12 * moved)
+    # float32 block work: the learning differs from float64 by far less than it moves the weights
+    single = P.simulate(*args, seed=7, streams=4, dtype=np.float32)
+    assert np.abs(single["w_final"] - ref["w_final"]).max() < 1e-4 * moved
+    np.testing.assert_allclose(single["kl"], ref["kl"], rtol=1e-4)
+    with pytest.raises(ValueError):
+        P.simulate(*args, seed=7, streams=4, dtype=np.int32)
+
+
+def test_chunks_of_trials_are_the_same_trials():
+    whole = P.trial_draws(6, 10.0, 50.0, 4, seed=2)
+    parts = [P.trial_draws(6, 10.0, 50.0, 2, seed=2, first_trial=f) for f in (0, 2)]
+    for k in (1, 2, 3):
+        np.testing.assert_array_equal(np.concatenate([p[k] for p in parts]), whole[k])
+    a = P.teacher_student_run.compute(["euclidean"], [4.5e-7], n_trials=2, duration=1.0, eval_every=0.5,
+                                       n_inputs=6, seed=2, first_trial=2, weight_configs=[0])
+    joined = P.concatenate_trials([a, a])
+    assert joined["kl"].shape == (1, 4, 3) and joined["weights"].shape == (1, 4, 3, 6)
+    np.testing.assert_array_equal(joined["w0"][2:], whole[1][2:])
 
 
 def test_single_synapse_democracy_scaling():

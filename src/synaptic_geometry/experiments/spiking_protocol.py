@@ -31,6 +31,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy.signal import lfilter
+from scipy.sparse import csc_matrix
 from scipy.special import expit
 from threadpoolctl import threadpool_limits
 
@@ -314,20 +315,32 @@ class _SpikeSource:
 def simulate(rule, rates, w0, teacher, lr, duration: float, eval_every: float, X_test,
              seed: int, neuron: Neuron = Neuron(), block: int = 100, metric_every: int = 20,
              c_u: float = C_U, c_w: float = C_W, record_weights: bool = False,
-             streams: int | None = None, progress=None) -> dict[str, np.ndarray]:
+             streams: int | None = None, progress=None, dtype=np.float64,
+             reference: bool = False) -> dict[str, np.ndarray]:
     """Teacher-student learning of B trials at once, the paper's protocol.
 
     rule: "euclidean", "natural" (Gaussian-membrane metric, exact inverse) or "approximate"
-    (Eq 114), or a sequence of B of them (one per trial). rates (n,); w0, teacher (B, n) somatic weights (each trial its own teacher, of the
-    same kind, on the same input spikes); lr: package-convention learning rate, scalar or (B,)
-    (see :func:`package_learning_rate`); X_test (B, S, n) test states. Updates are summed over
-    blocks of ``block`` steps (50 ms by default; the rates are small enough that the weights move
-    by a negligible fraction within a block) and the metric is recomputed every
-    ``metric_every`` blocks (1 s). Teacher spikes are Bernoulli(phi(V*) dt) per bin. Input and
-    teacher spikes do not depend on the student, so two rules run with the same seed see the same
-    spikes (a paired comparison). ``streams`` = T (a divisor of B): trial b receives the input and
-    teacher-spike stream b mod T, so that J = B / T configurations of the same T trials (rules or
-    learning rates) are simulated together on identical spikes.
+    (Eq 114), or a sequence of B of them (one per trial). rates (n,); w0, teacher (B, n) somatic
+    weights (each trial its own teacher, of the same kind, on the same input spikes); lr:
+    package-convention learning rate, scalar or (B,) (see :func:`package_learning_rate`); X_test
+    (B, S, n) test states. Updates are summed over blocks of ``block`` steps (50 ms by default;
+    the rates are small enough that the weights move by a negligible fraction within a block) and
+    the metric is recomputed every ``metric_every`` blocks (1 s). Teacher spikes are
+    Bernoulli(phi(V*) dt) per bin. Input and teacher spikes do not depend on the student, so two
+    rules run with the same seed see the same spikes (a paired comparison). ``streams`` = T (a
+    divisor of B): trial b receives the input and teacher-spike stream b mod T, so that J = B / T
+    configurations of the same T trials (rules or learning rates) are simulated together on
+    identical spikes.
+
+    The block work (potentials, gradients, trace states) is done once per stream for all J
+    configurations: the trace states are shared, the spikes of a block form two sparse
+    one-entry-per-spike matrices (spike -> time bin, spike -> synapse) that multiply the gathered
+    weights of all configurations at once, and the teacher's potential is computed once when the
+    J configurations share their teachers. ``dtype`` (float64 or float32) is the precision of
+    that block work; weights, metric and updates stay in float64. ``reference=True`` runs the
+    plain version instead (every trial of every configuration separately through
+    :func:`block_quantities`, :func:`block_gradient` and :func:`advance_state`, in float64): the
+    same numbers for the same seed, the check of the fast path (tested).
 
     Returns times (evals,), kl and rmse (B, evals), w_final (B, n), diverged (B,) and, if
     ``record_weights``, weights (B, evals, n).
@@ -342,6 +355,7 @@ def simulate(rule, rates, w0, teacher, lr, duration: float, eval_every: float, X
         _check_rule(name)
     is_euclid = rule_of == "euclidean"
     is_natural = rule_of == "natural"
+    is_approx = rule_of == "approximate"
     r = check_rates(rates, allow_zero=bool(np.all(is_euclid)))
     T = B if streams is None else int(streams)
     if T < 1 or B % T:
@@ -352,6 +366,9 @@ def simulate(rule, rates, w0, teacher, lr, duration: float, eval_every: float, X
     X_test = np.asarray(X_test, dtype=float)
     if X_test.ndim != 3 or X_test.shape[0] != B or X_test.shape[2] != n:
         raise ValueError(f"X_test must have shape ({B}, S, {n}), got {X_test.shape}")
+    dtype = np.dtype(dtype)
+    if dtype not in (np.dtype(np.float64), np.dtype(np.float32)):
+        raise ValueError(f"dtype must be float64 or float32, got {dtype}")
     lr = np.broadcast_to(np.asarray(lr, dtype=float), (B,))
     L = int(block)
     steps_per_eval = int(round(eval_every / neuron.dt))
@@ -360,10 +377,11 @@ def simulate(rule, rates, w0, teacher, lr, duration: float, eval_every: float, X
     n_evals = int(np.ceil(duration / eval_every))
     blocks_per_eval = steps_per_eval // L
     kernel = _Kernel(neuron, L)
-    rng = np.random.default_rng([int(seed), 11])
+    rng = np.random.default_rng([*map(int, np.atleast_1d(seed)), 11])
     dt = neuron.dt
     source = _SpikeSource(r, T, L, dt)
-    u = np.zeros((B, 2, n))
+    engine = (_ReferenceBlocks(B, T, n, L, kernel) if reference else
+              _SharedBlocks(w_star, T, n, L, kernel, dtype))
     kl = np.empty((B, n_evals + 1))
     rmse = np.empty((B, n_evals + 1))
     weights = np.empty((B, n_evals + 1, n)) if record_weights else None
@@ -382,26 +400,22 @@ def simulate(rule, rates, w0, teacher, lr, duration: float, eval_every: float, X
         for k in range(1, n_evals + 1):
             for _ in range(blocks_per_eval):
                 spikes = source(rng)
-                if J > 1:
-                    run, step, inp = spikes
-                    spikes = ((run[None] + T * np.arange(J)[:, None]).ravel(), np.tile(step, J),
-                              np.tile(inp, J))
-                V = block_quantities(u, spikes, np.stack([w, w_star], 1), kernel, L)
-                y = np.tile(rng.random((T, L)), (J, 1)) < neuron.rate(V[:, 1]) * dt
-                Vs = V[:, 0]
+                Vs, Vt = engine.potentials(spikes, w, w_star)  # (J, T, L); (J or 1, T, L)
+                y = rng.random((T, L)) < neuron.rate(Vt) * dt  # teacher spikes, shared by stream
                 sig = expit(neuron.beta * (Vs - neuron.theta))
                 e = (y - neuron.phi_max * dt * sig) * (neuron.beta * (1.0 - sig))
-                g = block_gradient(u, spikes, e, kernel, n)
-                u = advance_state(u, spikes, kernel, n)
+                g = engine.gradient(spikes, e)
+                e, Vs = e.reshape(B, L), Vs.reshape(B, L)
+                engine.advance(spikes)
                 if not np.all(is_euclid) and n_block % metric_every == 0:
                     metric = gaussian_metric(w, r, neuron)
                 n_block += 1
                 dw = g
                 if np.any(is_natural):
                     dw = np.where(is_natural[:, None], metric.solve(g, strict=False), dw)
-                if np.any(rule_of == "approximate"):
+                if np.any(is_approx):
                     approx = approximate_direction(metric, g, e.sum(-1), (e * Vs).sum(-1), c_u, c_w)
-                    dw = np.where((rule_of == "approximate")[:, None], approx, dw)
+                    dw = np.where(is_approx[:, None], approx, dw)
                 w_new = w + lr[:, None] * dw
                 ok = alive & np.all(np.isfinite(w_new), -1) & (np.abs(w_new).max(-1) < 1e3)
                 alive = ok
@@ -414,6 +428,86 @@ def simulate(rule, rates, w0, teacher, lr, duration: float, eval_every: float, X
     if weights is not None:
         out["weights"] = weights
     return out
+
+
+class _ReferenceBlocks:
+    """The plain block work of :func:`simulate`: every one of the B = J T trials on its own copy
+    of its stream's spikes and trace states, through the tested block functions."""
+
+    def __init__(self, B, T, n, L, kernel):
+        self.B, self.T, self.n, self.L, self.kernel = B, T, n, L, kernel
+        self.u = np.zeros((B, 2, n))
+
+    def _tiled(self, spikes):
+        run, step, inp = spikes
+        J = self.B // self.T
+        return ((run[None] + self.T * np.arange(J)[:, None]).ravel(), np.tile(step, J), np.tile(inp, J))
+
+    def potentials(self, spikes, w, w_star):
+        V = block_quantities(self.u, self._tiled(spikes), np.stack([w, w_star], 1), self.kernel, self.L)
+        shape = (self.B // self.T, self.T, self.L)
+        return V[:, 0].reshape(shape), V[:, 1].reshape(shape)
+
+    def gradient(self, spikes, e):
+        return block_gradient(self.u, self._tiled(spikes), e.reshape(self.B, self.L), self.kernel, self.n)
+
+    def advance(self, spikes):
+        self.u = advance_state(self.u, self._tiled(spikes), self.kernel, self.n)
+
+
+class _SharedBlocks:
+    """The fast block work of :func:`simulate`: one trace state and one set of spike matrices per
+    stream, shared by the J configurations; potentials and gradients of all configurations (and
+    the teacher, once if the configurations share it) as sparse-times-dense products."""
+
+    def __init__(self, w_star, T, n, L, kernel, dtype):
+        B = w_star.shape[0]
+        self.J, self.T, self.n, self.L, self.kernel, self.dtype = B // T, T, n, L, kernel, dtype
+        stacked = w_star.reshape(self.J, T, n)
+        self.shared_teacher = bool(np.all(stacked == stacked[:1]))
+        self.u = np.zeros((T * n, 2), dtype=dtype)  # trace states u_m, u_s per (stream, synapse)
+        self.from_state = kernel.from_state.astype(dtype)  # (2, L)
+        self.to_state = kernel.to_state.T.astype(dtype)  # (L, 2)
+        self.carry = kernel.carry.astype(dtype)
+        self.b, self.a = kernel.b.astype(dtype), kernel.a.astype(dtype)
+
+    def _matrices(self, spikes):
+        run, step, inp = spikes
+        m = run.size
+        ones = np.ones(m, dtype=self.dtype)
+        ptr = np.arange(m + 1)
+        to_bin = csc_matrix((ones, run * self.L + step, ptr), shape=(self.T * self.L, m))
+        to_syn = csc_matrix((ones, run * self.n + inp, ptr), shape=(self.T * self.n, m))
+        return to_bin, to_syn
+
+    def potentials(self, spikes, w, w_star):
+        J, T, n, L = self.J, self.T, self.n, self.L
+        self._mats = self._matrices(spikes)
+        self._spikes = spikes
+        run, step, inp = spikes
+        cols = [w.reshape(J, T, n)]
+        cols.append(w_star.reshape(J, T, n)[:1] if self.shared_teacher else w_star.reshape(J, T, n))
+        W = np.concatenate(cols).transpose(1, 2, 0).astype(self.dtype)  # (T, n, k)
+        k = W.shape[-1]
+        z = (self._mats[0] @ W[run, inp]).reshape(T, L, k)  # summed weights per bin
+        u = self.u.reshape(T, n, 2)
+        start = np.stack([(u[..., d:d + 1] * W).sum(1) for d in range(2)], -1) @ self.from_state  # (T, k, L)
+        V = start + lfilter(self.b, self.a, z.transpose(0, 2, 1), axis=-1)
+        V = V.transpose(1, 0, 2)  # (k, T, L)
+        return V[:J], V[J:]
+
+    def gradient(self, spikes, e):
+        J, T, n, L = self.J, self.T, self.n, self.L
+        run, step, inp = spikes
+        e = e.astype(self.dtype, copy=False).transpose(1, 0, 2)  # (T, J, L)
+        R = lfilter(self.b, self.a, e[..., ::-1], axis=-1)[..., ::-1]  # sum_{t>=k} e_t eps((t-k) dt)
+        g = (self._mats[1] @ R[run, :, step]).reshape(T, n, J)
+        g = g + np.matmul(self.u.reshape(T, n, 2), (e @ self.from_state.T).transpose(0, 2, 1))
+        return g.transpose(2, 0, 1).reshape(J * T, n).astype(float)
+
+    def advance(self, spikes):
+        run, step, inp = spikes
+        self.u = self.carry * self.u + self._mats[1] @ self.to_state[step]
 
 
 def expected_update(rule: str, w, w_star, X, neuron: Neuron = Neuron(), rates=None,
@@ -480,42 +574,67 @@ def two_group_rates(n: int, low: float, high: float) -> np.ndarray:
     return np.r_[np.full(n // 2, float(low)), np.full(n - n // 2, float(high))]
 
 
-def trial_draws(n: int, low: float, high: float, n_trials: int, seed: int, neuron: Neuron = Neuron()):
-    """Initial weights, teacher weights (both U(-1/n, 1/n)) and test states of each trial.
+def trial_draws(n: int, low: float, high: float, n_trials: int, seed: int, neuron: Neuron = Neuron(),
+                first_trial: int = 0):
+    """Initial weights, teacher weights (both U(-1/n, 1/n)) and test states of trials
+    ``first_trial`` ... ``first_trial + n_trials - 1``.
 
-    They depend only on (n, rates, n_trials, seed), so every rule and learning rate run with the
-    same arguments learns the same teachers from the same starts (as in the paper).
+    Trial k's draws come from its own generator (seed, k), so they depend only on (n, rates,
+    seed, k): every rule and learning rate learns the same teachers from the same starts (as in
+    the paper), and a run split into chunks of trials has the same trials as one run.
     """
-    rng = np.random.default_rng([int(seed), 5])
     rates = two_group_rates(n, low, high)
-    w0 = uniform_weights(n, n_trials, rng)
-    teacher = uniform_weights(n, n_trials, rng)
-    return rates, w0, teacher, test_states(rates, n_trials, 50, rng, neuron)
+    w0, teacher, X = [], [], []
+    for k in range(int(first_trial), int(first_trial) + int(n_trials)):
+        rng = np.random.default_rng([int(seed), 5, k])
+        w0.append(uniform_weights(n, 1, rng))
+        teacher.append(uniform_weights(n, 1, rng))
+        X.append(test_states(rates, 1, 50, rng, neuron))
+    return rates, np.concatenate(w0), np.concatenate(teacher), np.concatenate(X)
 
 
 @experiment("spiking_paper_teacher_student")
 def teacher_student_run(rules: Sequence[str], etas: Sequence[float], low: float = 10.0, high: float = 50.0,
                         n_trials: int = 16, duration: float = 8000.0, eval_every: float = 100.0,
-                        n_inputs: int = 100, seed: int = 0, record_weights: bool = False) -> dict[str, np.ndarray]:
+                        n_inputs: int = 100, seed: int = 0, first_trial: int = 0,
+                        weight_configs: Sequence[int] = (), dtype: str = "float32") -> dict[str, np.ndarray]:
     """The paper's teacher-student task (Fig 3F, 9D, 12C-F) for J configurations (rules[j] at the
-    paper's per-step rate etas[j]), each on the same ``n_trials`` trials and the same spikes.
+    paper's per-step rate etas[j]), each on the same trials (``first_trial`` onwards, see
+    :func:`trial_draws`) and the same spikes. ``dtype``: precision of the block work of
+    :func:`simulate` (float32 is tested against float64).
 
-    Returns times (evals,), kl and rmse (J, trials, evals), diverged (J, trials); with
-    ``record_weights`` also weights (J, trials, evals, n), w0 and teacher (trials, n) and rates.
+    Returns times (evals,), kl and rmse (J, trials, evals), diverged (J, trials); for the
+    configurations in ``weight_configs`` also weights (len, trials, evals, n), and w0 and teacher
+    (trials, n) and rates.
     """
     if len(rules) != len(etas) or not rules:
         raise ValueError(f"need one eta per rule, got {len(rules)} rules and {len(etas)} etas")
-    rates, w0, teacher, X = trial_draws(n_inputs, low, high, n_trials, seed)
+    rates, w0, teacher, X = trial_draws(n_inputs, low, high, n_trials, seed, first_trial=first_trial)
     J = len(rules)
+    weight_configs = [int(j) for j in weight_configs]
+    if any(not 0 <= j < J for j in weight_configs):
+        raise ValueError(f"weight_configs must index the {J} configurations, got {weight_configs}")
     lr = np.repeat([package_learning_rate(eta, rule) for rule, eta in zip(rules, etas)], n_trials)
     res = simulate(np.repeat(np.array(rules, dtype=object), n_trials), rates, np.tile(w0, (J, 1)),
-                   np.tile(teacher, (J, 1)), lr, duration, eval_every, np.tile(X, (J, 1, 1)), seed,
-                   record_weights=record_weights, streams=n_trials)
-    out = {"times": res["times"]}
-    for key in ("kl", "rmse", "diverged") + (("weights",) if record_weights else ()):
+                   np.tile(teacher, (J, 1)), lr, duration, eval_every, np.tile(X, (J, 1, 1)),
+                   [int(seed), int(first_trial)], record_weights=bool(weight_configs), streams=n_trials,
+                   dtype=np.dtype(dtype))
+    out = {"times": res["times"], "w0": w0, "teacher": teacher, "rates": rates}
+    for key in ("kl", "rmse", "diverged"):
         out[key] = res[key].reshape((J, n_trials) + res[key].shape[1:])
-    if record_weights:
-        out.update(w0=w0, teacher=teacher, rates=rates)
+    if weight_configs:
+        out["weights"] = res["weights"].reshape((J, n_trials) + res["weights"].shape[1:])[weight_configs]
+    return out
+
+
+def concatenate_trials(parts: Sequence[dict]) -> dict[str, np.ndarray]:
+    """One :func:`teacher_student_run` result from chunks of consecutive trials of the same job."""
+    if not parts:
+        raise ValueError("need at least one chunk")
+    out = {"times": parts[0]["times"], "rates": parts[0]["rates"]}
+    for key, axis in (("kl", 1), ("rmse", 1), ("diverged", 1), ("weights", 1), ("w0", 0), ("teacher", 0)):
+        if key in parts[0]:
+            out[key] = np.concatenate([np.asarray(p[key]) for p in parts], axis=axis)
     return out
 
 
