@@ -315,3 +315,69 @@ def test_single_synapse_democracy_scaling():
         change = res[f"somatic_{rule}"]
         np.testing.assert_allclose(change / change[:1], np.broadcast_to(np.array(expected)[:, None], change.shape),
                                    rtol=1e-9)
+
+
+# --- Fig 5 and Fig 7 in the paper's parameters -----------------------------------------------------
+
+
+def test_rescaled_metric_one_synapse_against_direct_integration():
+    """Fig 5: for one synapse the natural update is grad / G with G = dt E[f(w x) x^2], x Gaussian."""
+    a1, a2 = NEURON.psp_integrals()
+    for rate, w in ((10.0, 0.01), (50.0, 0.5)):
+        mean, var = a1, a2 / rate
+        metric = P.rescaled_metric(np.array([w]), np.array([mean]), np.array([var]))
+        nodes, weights = np.polynomial.hermite_e.hermegauss(120)
+        x = mean + np.sqrt(var) * nodes
+        G = NEURON.dt * np.sum(weights / np.sqrt(2 * np.pi) * NEURON.fisher_weight(w * x) * x**2)
+        np.testing.assert_allclose(metric.solve(np.array([[3.0]]))[0, 0], 3.0 / G, rtol=1e-8)
+    with pytest.raises(ValueError):
+        P.rescaled_metric(np.array([0.1, 0.1]), np.array([1.0, 2.0]), np.array([1.0, 1.0]))
+
+
+def test_variance_protocol_natural_change_falls_with_variance():
+    low = P.variance_protocol(0.02, 50.0, 20, seed=1)  # small trace variance
+    high = P.variance_protocol(0.001, 10.0, 20, seed=2)  # large trace variance
+    assert high["variance"] > 10 * low["variance"]
+    assert abs(high["measured_variance"] / high["variance"] - 1) < 0.1
+    assert np.mean(low["natural"]) > 2 * np.mean(high["natural"]) > 0
+    assert abs(np.mean(low["euclidean"]) / np.mean(high["euclidean"]) - 1) < 0.2  # mean trace fixed
+
+
+def test_silent_inputs_are_the_limit_of_vanishing_rates():
+    """Fig 7: a silent synapse's natural update is the limit of an input at a vanishing rate."""
+    rng = np.random.default_rng(5)
+    rates = np.r_[np.full(5, 5.0), np.zeros(5)]
+    a1, a2 = NEURON.psp_integrals()
+    w = rng.uniform(0.1, 0.5, size=(3, 10))
+    grad = np.c_[rng.normal(size=(3, 5)), np.zeros((3, 5))]
+    silent = P.rescaled_metric(w, a1 * rates, a2 * rates).solve(grad)
+    tiny = gaussian_metric(w, np.where(rates > 0, rates, 1e-9)).solve(grad)
+    np.testing.assert_allclose(silent, tiny, rtol=1e-6, atol=1e-9 * np.abs(silent).max())
+    assert np.all(silent[:, 5:] != 0)  # heterosynaptic changes
+    with pytest.raises(ValueError):
+        P.rescaled_metric(w, a1 * rates, a2 * rates).solve(np.ones((3, 10)))
+
+
+def test_heterosynaptic_learning_invariants():
+    res = P.heterosynaptic_learning([0.1, 0.1, 0.4], [0.1, 0.4, 0.1], 2, seed=3, duration=2.0)
+    change = res["stim"][:, :, -1] - res["stim"][:, :, 0]
+    np.testing.assert_allclose(change[0], change[1], rtol=1e-12)  # stimulated: independent of unstimulated
+    assert np.all(change[0] > 0) and np.all(change[2] < 0)  # potentiation at small, depression at large
+    unstim = res["unstim"][:, :, -1] - res["unstim"][:, :, 0]
+    assert np.all(np.sign(unstim[0]) == -np.sign(change[0]))  # opposite signs at small weights
+    euc = P.heterosynaptic_learning([0.1], [0.3], 2, seed=3, rule="euclidean", duration=1.0)
+    np.testing.assert_array_equal(euc["unstim"], 0.3)
+
+
+def test_loglog_slope_and_map_frame():
+    x = np.array([1.0, 2.0, 4.0, 8.0])
+    samples = (x**-0.5)[:, None] * np.array([[0.9, 1.1]])
+    point, lo, hi = E.loglog_slope(x, samples, n_boot=200)
+    assert point == pytest.approx(-0.5) and lo <= point <= hi
+    w0 = np.ones((3, 4, 1))
+    result = {"w_stim": np.arange(3.0), "w_unstim": np.arange(3.0),
+              "stim_natural": np.concatenate([w0, w0 * np.array([1.1, 0.9, 1.1])[:, None, None]], -1),
+              "unstim_natural": np.concatenate([w0, np.array([[0.9] * 4, [0.8] * 4, [0.999, 1.001] * 2])[:, :, None]], -1)}
+    frame = E.heterosynaptic_map_frame(result, n_boot=100)
+    assert list(frame["regime"]) == ["opposite", "same", "not resolved"]
+    np.testing.assert_allclose(frame["stim"], [0.1, -0.1, 0.1])

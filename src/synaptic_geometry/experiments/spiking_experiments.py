@@ -727,3 +727,53 @@ def stored_heterosynaptic(n_inputs: int, n_stimulated: int, n_trials: int, n_met
 def stored_presynaptic_variance(n_inputs: int, n_metric_samples: int, seed: int) -> dict[str, np.ndarray]:
     """:func:`presynaptic_variance_experiment`, stored."""
     return presynaptic_variance_experiment(n_inputs=n_inputs, n_metric_samples=n_metric_samples, seed=seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# Fig 5 and Fig 7 in the paper's parameters: analysis
+# ----------------------------------------------------------------------------------------------
+
+
+def loglog_slope(x, samples, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """Least-squares slope of log(mean sample) against log(x), with a bootstrap interval over the
+    samples of each point. x (points,), samples (points, trials), every mean > 0."""
+    x = np.asarray(x, dtype=float)
+    samples = np.asarray(samples, dtype=float)
+    if samples.ndim != 2 or samples.shape[0] != x.size:
+        raise ValueError(f"samples must have shape ({x.size}, trials), got {samples.shape}")
+
+    def slope(means):
+        if np.any(means <= 0):
+            return np.nan
+        return float(np.polyfit(np.log(x), np.log(means), 1)[0])
+
+    rng = np.random.default_rng(seed)
+    k = samples.shape[1]
+    boots = [slope(np.take_along_axis(samples, rng.integers(0, k, size=samples.shape), 1).mean(1))
+             for _ in range(n_boot)]
+    lo, hi = np.nanquantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    return slope(samples.mean(1)), float(lo), float(hi)
+
+
+def heterosynaptic_map_frame(result: Results, rule: str = "natural", n_boot: int = 1000, seed: int = 0,
+                             level: float = 0.95) -> pd.DataFrame:
+    """Fig 7B-D: per pair of initial weights, the relative change after the run of the stimulated and
+    of the unstimulated weights (trial mean with a bootstrap interval), and the regime: "opposite"
+    (signs differ, both intervals excluding zero), "same" (same sign, both excluding zero) or
+    "not resolved"."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for group in ("stim", "unstim"):
+        w = np.asarray(result[f"{group}_{rule}"])
+        rel = (w[:, :, -1] - w[:, :, 0]) / w[:, :, :1][..., 0]  # (pairs, trials)
+        idx = rng.integers(0, rel.shape[1], size=(n_boot, rel.shape[1]))
+        boots = rel[:, idx].mean(-1)  # (pairs, n_boot)
+        lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2], axis=1)
+        rows.append(pd.DataFrame({f"{group}": rel.mean(1), f"{group}_lo": lo, f"{group}_hi": hi}))
+    frame = pd.concat(rows, axis=1)
+    frame.insert(0, "w_unstim", np.asarray(result["w_unstim"]))
+    frame.insert(0, "w_stim", np.asarray(result["w_stim"]))
+    sign = {g: np.where(frame[f"{g}_lo"] > 0, 1, np.where(frame[f"{g}_hi"] < 0, -1, 0)) for g in ("stim", "unstim")}
+    frame["regime"] = np.where((sign["stim"] == 0) | (sign["unstim"] == 0), "not resolved",
+                               np.where(sign["stim"] != sign["unstim"], "opposite", "same"))
+    return frame

@@ -38,8 +38,10 @@ from threadpoolctl import threadpool_limits
 from synaptic_geometry.experiments.spiking import (
     GaussianMetric,
     Neuron,
+    _gaussian_moments,
     check_rates,
     gaussian_metric,
+    input_traces,
 )
 from synaptic_geometry.infra.store import experiment
 
@@ -704,4 +706,146 @@ def update_angles(pairs=((10, 10), (10, 30), (10, 50), (20, 20), (20, 40)), n_we
             out[f"euclid_{name}_{low:g}_{high:g}"] = angle(nat, other).mean(0)
             out[f"fisher_{name}_{low:g}_{high:g}"] = angle(nat, other, G[None]).mean(0)
         out[f"g4_{low:g}_{high:g}"] = exact_coefficients(metric, X[0])["g4"]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Fig 5 (presynaptic variance) and Fig 7 (homo- and heterosynaptic map) in the paper's parameters
+# ----------------------------------------------------------------------------------------------
+
+
+def rescaled_metric(weights, mean_trace, trace_variance, neuron: Neuron = Neuron()) -> GaussianMetric:
+    """The Gaussian-membrane metric for traces of any mean (n,) and variance (n,) per input,
+    variance proportional to the mean with one constant c (a rescaled kernel, Fig 5), a zero mean
+    marking a silent input (Fig 7). Somatic weights (..., n)."""
+    mu = np.asarray(mean_trace, dtype=float)
+    var = np.asarray(trace_variance, dtype=float)
+    if np.any(mu < 0) or np.any(var < 0) or mu.shape != var.shape:
+        raise ValueError("mean_trace and trace_variance must be >= 0 and of the same shape")
+    active = mu > 0
+    if not np.any(active):
+        raise ValueError("at least one input must be active")
+    c = var[active] / mu[active]
+    if not np.allclose(c, c[0], rtol=1e-9):
+        raise ValueError("the trace variance must be the same multiple of the mean for every active input")
+    v = np.asarray(weights, dtype=float)
+    mean_V = v @ mu
+    var_V = c[0] * np.sum(mu * v**2, axis=-1)
+    return GaussianMetric(mu=mu, c=float(c[0]), dt=neuron.dt, v=v, m=_gaussian_moments(neuron, mean_V, var_V))
+
+
+def variance_protocol(tau_s: float, rate: float, n_trials: int, seed: int, w0: float = 0.01,
+                      teacher_rate: float = 80.0, duration: float = 5.0) -> dict[str, np.ndarray]:
+    """One point of the paper's Fig 5: one synapse at ``rate`` Hz with synaptic time constant
+    ``tau_s`` (s), its kernel divided by the rate so that the mean trace is 1 whatever the rate
+    and the kernel; a Poisson teacher at ``teacher_rate`` Hz; weight ``w0`` held fixed over
+    ``duration`` s (the total change at unit learning rate, the first order of the paper's run).
+
+    Returns the summed natural (Gaussian metric of the rescaled trace) and Euclidean updates per
+    trial (n_trials,), the theoretical trace variance (a2 / rate) and the measured one.
+    """
+    neuron = Neuron(tau_s=float(tau_s))
+    n_steps = int(round(duration / neuron.dt))
+    _, x = input_traces([rate], n_steps, [int(seed) * 100003 + k for k in range(n_trials)], neuron)
+    x = x[..., 0] / rate  # (trials, steps): the rescaled trace, mean a1 (= 1 up to the grid)
+    rng = np.random.default_rng([int(seed), 19])
+    y = rng.poisson(teacher_rate * neuron.dt, size=x.shape)
+    V = w0 * x
+    e = (y - neuron.rate(V) * neuron.dt) * neuron.log_rate_derivative(V)
+    grad = np.sum(e * x, axis=1)
+    a1, a2 = neuron.psp_integrals()
+    metric = rescaled_metric(np.array([w0]), np.array([a1]), np.array([a2 / rate]), neuron)
+    natural = metric.solve(grad[:, None])[:, 0]
+    return {"natural": natural, "euclidean": grad, "variance": np.array(a2 / rate),
+            "measured_variance": np.array(np.var(x[:, int(0.1 / neuron.dt):]))}
+
+
+@experiment("spiking_paper_variance")
+def variance_sweep(tau_s_values: Sequence[float] = (0.001, 0.002, 0.003, 0.005, 0.007, 0.014, 0.02),
+                   rate_values: Sequence[float] = (10.0, 15.0, 20.0, 30.0, 40.0, 50.0),
+                   n_trials: int = 100, seed: int = 0) -> dict[str, np.ndarray]:
+    """The paper's Fig 5H: :func:`variance_protocol` for tau_s in ``tau_s_values`` at 10 Hz, and for
+    rates in ``rate_values`` at tau_s = 20 ms. Arrays per point, in that order (tau_s sweep first)."""
+    points = [(t, 10.0) for t in tau_s_values] + [(0.02, r) for r in rate_values]
+    runs = [variance_protocol(t, r, n_trials, seed + k) for k, (t, r) in enumerate(points)]
+    return {"tau_s": np.array([p[0] for p in points]), "rate": np.array([p[1] for p in points]),
+            "sweep": np.array([0] * len(tau_s_values) + [1] * len(rate_values)),
+            **{key: np.stack([np.asarray(run[key]) for run in runs])
+               for key in ("natural", "euclidean", "variance", "measured_variance")}}
+
+
+def heterosynaptic_learning(w_stim, w_unstim, n_trials: int, seed: int, rule: str = "natural", n: int = 10,
+                            n_stim: int = 5, rate: float = 5.0, teacher_rate: float = 20.0,
+                            duration: float = 60.0, eta: float = 0.01, inhibition: float = 5.0,
+                            record_every: float = 1.0, block: int = 100) -> dict[str, np.ndarray]:
+    """The paper's Fig 7: ``n`` synapses, the first ``n_stim`` stimulated at ``rate`` Hz, the others
+    silent; a Poisson teacher at ``teacher_rate`` Hz; tonic inhibition lowering the membrane
+    potential by ``inhibition`` mV (a threshold of theta + inhibition); ``duration`` s of learning
+    at the paper's rate ``eta`` from every pair (stimulated, unstimulated) of initial weights, equal
+    within each group. The natural rule treats the silent synapses as inputs at a vanishing rate
+    (no homosynaptic term, as the paper does).
+
+    Returns times (records,), w_stim and w_unstim (pairs,), and the mean weight of each group
+    per pair, trial and record: stim and unstim (pairs, trials, records).
+    """
+    _check_rule(rule)
+    if rule == "approximate":
+        raise ValueError("the Fig 7 protocol runs the natural and the Euclidean rule")
+    ws = np.asarray(w_stim, dtype=float).ravel()
+    wu = np.asarray(w_unstim, dtype=float).ravel()
+    if ws.shape != wu.shape or not 0 < n_stim <= n:
+        raise ValueError("w_stim and w_unstim need the same shape, and 0 < n_stim <= n")
+    neuron = Neuron(theta=Neuron().theta + float(inhibition))
+    dt = neuron.dt
+    rates = np.r_[np.full(n_stim, float(rate)), np.zeros(n - n_stim)]
+    a1, a2 = neuron.psp_integrals()
+    J, T = ws.size, int(n_trials)
+    w = np.repeat(np.stack([np.r_[np.full(n_stim, s), np.full(n - n_stim, u)] for s, u in zip(ws, wu)]), T, 0)
+    B = J * T
+    lr = package_learning_rate(eta, rule, neuron)
+    L = int(block)
+    per_record = int(round(record_every / dt / L))
+    n_records = int(round(duration / record_every))
+    if per_record < 1 or abs(per_record * L * dt - record_every) > 1e-9:
+        raise ValueError("record_every must be a whole number of blocks")
+    kernel = _Kernel(neuron, L)
+    source = _SpikeSource(rates[:n_stim], T, L, dt)
+    engine = _ReferenceBlocks(B, T, n, L, kernel)
+    rng = np.random.default_rng([int(seed), 23])
+    stim = np.empty((B, n_records + 1))
+    unstim = np.empty((B, n_records + 1))
+    stim[:, 0], unstim[:, 0] = w[:, :n_stim].mean(1), w[:, n_stim:].mean(1) if n > n_stim else 0.0
+    with threadpool_limits(limits=1):
+        for k in range(1, n_records + 1):
+            for _ in range(per_record):
+                spikes = source(rng)
+                Vs, _ = engine.potentials(spikes, w, w)
+                y = rng.random((T, L)) < teacher_rate * dt
+                e = (y - neuron.rate(Vs) * dt) * neuron.log_rate_derivative(Vs)
+                g = engine.gradient(spikes, e)
+                engine.advance(spikes)
+                if rule == "natural":
+                    g = rescaled_metric(w, a1 * rates, a2 * rates, neuron).solve(g)
+                w = w + lr * g
+            stim[:, k] = w[:, :n_stim].mean(1)
+            unstim[:, k] = w[:, n_stim:].mean(1) if n > n_stim else 0.0
+    return {"times": np.arange(n_records + 1) * record_every, "w_stim": ws, "w_unstim": wu,
+            "stim": stim.reshape(J, T, -1), "unstim": unstim.reshape(J, T, -1)}
+
+
+@experiment("spiking_paper_heterosynaptic_map")
+def heterosynaptic_map(grid: Sequence[float] = tuple(np.linspace(1.0, 5.0, 9)), n_trials: int = 8,
+                       duration: float = 60.0, seed: int = 0) -> dict[str, np.ndarray]:
+    """The paper's Fig 7B-D: :func:`heterosynaptic_learning` for every pair of initial weights
+    (stimulated, unstimulated) on ``grid`` (in units of 1/n, n = 10), natural and Euclidean rule."""
+    n = 10
+    g = np.asarray(grid, dtype=float) / n
+    S, U = np.meshgrid(g, g, indexing="ij")
+    out = {"grid": g}
+    for rule in ("natural", "euclidean"):
+        res = heterosynaptic_learning(S.ravel(), U.ravel(), n_trials, seed, rule=rule, n=n, duration=duration)
+        out[f"stim_{rule}"] = res["stim"]
+        out[f"unstim_{rule}"] = res["unstim"]
+        out["times"] = res["times"]
+    out["w_stim"], out["w_unstim"] = S.ravel(), U.ravel()
     return out
