@@ -302,7 +302,7 @@ def test_chunks_of_trials_are_the_same_trials():
     parts = [P.trial_draws(6, 10.0, 50.0, 2, seed=2, first_trial=f) for f in (0, 2)]
     for k in (1, 2, 3):
         np.testing.assert_array_equal(np.concatenate([p[k] for p in parts]), whole[k])
-    a = P.teacher_student_run.compute(["euclidean"], [4.5e-7], n_trials=2, duration=1.0, eval_every=0.5,
+    a = P.teacher_student_run.compute(["euclidean"], [4.5e-7], n_trials=2, duration=0.8, eval_every=0.4,
                                        n_inputs=6, seed=2, first_trial=2, weight_configs=[0])
     joined = P.concatenate_trials([a, a])
     assert joined["kl"].shape == (1, 4, 3) and joined["weights"].shape == (1, 4, 3, 6)
