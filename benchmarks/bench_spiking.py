@@ -25,6 +25,7 @@ Usage: .venv/bin/python benchmarks/bench_spiking.py [--runs 4] [--duration 2.0] 
 """
 
 import argparse
+import inspect
 import time
 
 import numpy as np
@@ -91,10 +92,11 @@ def _job_cost(job: dict, duration: float, **options) -> float:
                                                  first_trial=job["first_trial"])
     J, T = len(job["rules"]), job["n_trials"]
     lr = np.repeat([protocol.package_learning_rate(e, r) for r, e in zip(job["rules"], job["etas"])], T)
+    block = inspect.signature(protocol.teacher_student_run.compute).parameters["block"].default  # the build's
     start = time.process_time()
     protocol.simulate(np.repeat(np.array(job["rules"], dtype=object), T), rates, np.tile(w0, (J, 1)),
                       np.tile(teacher, (J, 1)), lr, duration, duration, np.tile(X, (J, 1, 1)), [0, 0],
-                      streams=T, **options)
+                      streams=T, block=block, metric_every=protocol._blocks_per_second(block), **options)
     return time.process_time() - start
 
 

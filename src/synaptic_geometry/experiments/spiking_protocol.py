@@ -605,8 +605,8 @@ def teacher_student_run(rules: Sequence[str], etas: Sequence[float], low: float 
     paper's per-step rate etas[j]), each on the same trials (``first_trial`` onwards, see
     :func:`trial_draws`) and the same spikes. ``dtype``: precision of the block work of
     :func:`simulate` (float32 is tested against float64). Updates are summed over blocks of
-    ``block`` steps (200 ms; the natural rule at four times the paper's rate moves the weights by
-    at most 5e-4 of their distance to the teacher within one) and the metric is recomputed every
+    ``block`` steps (200 ms; the natural rule at eight times the paper's rate moves the weights by
+    at most 1e-3 of their distance to the teacher within one) and the metric is recomputed every
     second.
 
     Returns times (evals,), kl and rmse (J, trials, evals), diverged (J, trials); for the
