@@ -202,3 +202,9 @@ def test_a_failed_chapter_stops_a_parallel_build(tmp_path):
         list(pipeline.execute_chapters(["bad", "a"], "tiny", 2, run=_timed_chapter, log=str(tmp_path)))
     with pytest.raises(pipeline.PipelineError, match="jobs must be a positive integer"):
         pipeline.build("tiny", jobs=0)
+
+
+def test_each_kernel_has_its_own_socket_path():
+    first, second = pipeline.QuietKernelManager(), pipeline.QuietKernelManager()
+    assert first.transport == second.transport == "ipc"
+    assert first.ip != second.ip and Path(first.ip).is_absolute()

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -154,10 +155,15 @@ class Executed:
 
 
 class QuietKernelManager(AsyncKernelManager):
-    """Kernels on local IPC sockets: no network port, and no warning about unencrypted TCP."""
+    """Kernels on local IPC sockets: no network port, and no warning about unencrypted TCP.
+
+    Each kernel gets its own socket path prefix, so chapters executing at once never share a socket
+    (jupyter's default prefix, ``127.0.0.1`` in the working directory, is the same for every kernel).
+    """
 
     def __init__(self, **kwargs):
         kwargs.setdefault("transport", "ipc")
+        kwargs.setdefault("ip", os.path.join(tempfile.gettempdir(), f"synaptic-geometry-kernel-{uuid.uuid4().hex[:12]}"))
         super().__init__(**kwargs)
 
 
