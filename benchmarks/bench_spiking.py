@@ -11,10 +11,21 @@ A second comparison times the event-driven simulation of the paper's protocol
 (`spiking_protocol.simulate`, sparse spikes, 50-ms blocks) against the dense batched `spiking.learn`
 (update_every=100, the same block length) on the same task size, as seconds per trial-second.
 
-Usage: .venv/bin/python benchmarks/bench_spiking.py [--runs 4] [--duration 2.0]
+A third comparison times the fast block work of `simulate` (one trace state per input stream,
+sparse spike matrices for all configurations, float64 and float32) against its plain reference
+(`reference=True`, every trial of every configuration on its own, the pre-vectorisation path) on
+the chapter's 10/50-Hz job (15 configurations) and a three-rule job, as CPU ms per
+configuration-trial-second, with the ratio to the reference measured in the same run.
+
+``--paper-fraction SECONDS`` instead runs one chunk of each kind of the `paper` profile's jobs
+(125 trials) for SECONDS of simulated time, as the build would (float32), and extrapolates the
+CPU time of the profile's whole teacher-student set (every chunk, 8000 s).
+
+Usage: .venv/bin/python benchmarks/bench_spiking.py [--runs 4] [--duration 2.0] [--paper-fraction 50]
 """
 
 import argparse
+import inspect
 import time
 
 import numpy as np
@@ -34,7 +45,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=4)
     parser.add_argument("--duration", type=float, default=2.0, help="simulated seconds per run")
+    parser.add_argument("--paper-fraction", type=float, default=0.0,
+                        help="simulated seconds of one chunk of each paper-profile job, then extrapolate")
     args = parser.parse_args()
+    if args.paper_fraction > 0:
+        paper_fraction(args.paper_fraction)
+        return
     rates = experiments.two_group_rates(100, 10.0, 50.0)
     teacher, w0 = spiking.teacher_student(100, rates, seed=0, n_students=args.runs)
     seeds = list(range(args.runs))
@@ -66,6 +82,54 @@ def main() -> None:
         per = args.runs * args.duration
         print(f"{rule:17s} event-driven {t_evt / per * 1e3:6.2f} ms per trial-second | dense "
               f"{t_dense / per * 1e3:6.2f} ms (x{t_dense / t_evt:5.1f})")
+
+    block_work(max(2, args.runs), max(args.duration, 5.0))
+
+
+def _job_cost(job: dict, duration: float, **options) -> float:
+    """CPU seconds of ``job`` (a teacher_student_run job dict) simulated for ``duration`` s."""
+    rates, w0, teacher, X = protocol.trial_draws(100, job["low"], job["high"], job["n_trials"], job["seed"],
+                                                 first_trial=job["first_trial"])
+    J, T = len(job["rules"]), job["n_trials"]
+    lr = np.repeat([protocol.package_learning_rate(e, r) for r, e in zip(job["rules"], job["etas"])], T)
+    block = inspect.signature(protocol.teacher_student_run.compute).parameters["block"].default  # the build's
+    start = time.process_time()
+    protocol.simulate(np.repeat(np.array(job["rules"], dtype=object), T), rates, np.tile(w0, (J, 1)),
+                      np.tile(teacher, (J, 1)), lr, duration, duration, np.tile(X, (J, 1, 1)), [0, 0],
+                      streams=T, block=block, metric_every=protocol._blocks_per_second(block), **options)
+    return time.process_time() - start
+
+
+def block_work(trials: int, duration: float) -> None:
+    jobs = experiments.paper_protocol_jobs(trials, duration, duration, [0.5, 0.71, 1.41, 2.0, 2.83, 4.0],
+                                           trials, 0)
+    for name, job in (("10/50 Hz, 15 configurations", jobs["speed"][0]), ("three rules", jobs["approx"][0])):
+        per = len(job["rules"]) * job["n_trials"] * duration / 1e3
+        ref = _job_cost(job, duration, reference=True) / per
+        f64 = _job_cost(job, duration) / per
+        f32 = _job_cost(job, duration, dtype=np.float32) / per
+        print(f"{name:29s} reference {ref:6.3f} ms per config-trial-second | fast float64 {f64:6.3f} "
+              f"(x{ref / f64:4.2f}) | fast float32 {f32:6.3f} (x{ref / f32:4.2f})")
+
+
+def paper_fraction(seconds: float) -> None:
+    """Time one 125-trial chunk of each job kind of the paper profile and extrapolate."""
+    import yaml
+    from importlib import resources
+
+    prof = yaml.safe_load(resources.files("synaptic_geometry.book").joinpath("profiles/spiking.yml").read_text())["paper"]
+    jobs = experiments.paper_protocol_jobs(prof["n_trials"], prof["duration"], prof["eval_every"], prof["lr_factors"],
+                                           prof["approx_trials"], 0, prof["chunk_trials"])
+    total = 0.0
+    for name in ("speed", "approx"):
+        group = jobs[name]
+        cost = _job_cost(group[0], seconds, dtype=np.float32)
+        per_chunk = cost * prof["duration"] / seconds
+        total += per_chunk * len(group)
+        print(f"{name}: one chunk ({len(group[0]['rules'])} configurations x {group[0]['n_trials']} trials) "
+              f"{cost:.1f} CPU-s for {seconds:g} s -> {per_chunk / 3600:.2f} CPU-h per chunk of "
+              f"{prof['duration']:g} s, {len(group)} chunks", flush=True)
+    print(f"paper profile, teacher-student jobs: {total / 3600:.2f} CPU-h, {total / 7200:.2f} h of wall on 2 cores")
 
 
 if __name__ == "__main__":

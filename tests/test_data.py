@@ -92,3 +92,16 @@ def test_clear_errors(tmp_path):
             data.load("mnist", tmp_path, download=True)
         else:
             raise ImportError("torchvision is importable here; nothing to check")
+
+
+def test_embedded_is_read_once_and_every_call_gets_its_own_tensors():
+    first = data.embedded("digits-embedded")
+    first.x[0] += 5.0  # a caller changing its copy in place
+    first.y[0] = 9 - first.y[0]
+    second = data.embedded("digits-embedded")
+    assert float(second.x.max()) == 1.0 and not torch.equal(first.x, second.x)
+    assert not torch.equal(first.y, second.y)
+    assert data._embedded_raw.cache_info().currsize >= 1
+    raw, _, _ = data._embedded_raw("digits-embedded")
+    with pytest.raises(ValueError):
+        raw[0, 0] = 1.0  # the cached pixels are read-only

@@ -107,10 +107,12 @@ def test_enlarged_sweep_resumes_after_a_kill(tmp_path):
     done = [r for r in runs if ft.is_done(ft.finetune, {"params": r}, root)]
     assert 1 <= len(done) < len(runs)
     stamps = {ft.finetune.path(r, root=root): ft.finetune.path(r, root=root).stat().st_mtime_ns for r in done}
-    first, second = ft.run_all(runs, root=root, executor="serial", progress=False)
+    units = {path: path.stat().st_mtime_ns for path in (root / "finetune_unit").glob("*.npz")}
+    first, second, third = ft.run_all(runs, root=root, executor="serial", progress=False)
     assert (first.n_cached, first.n_computed) == (1, 0)  # the pretraining survived
-    assert (second.n_cached, second.n_computed) == (len(done), len(runs) - len(done)) and second.ok
-    assert all(path.stat().st_mtime_ns == stamp for path, stamp in stamps.items())  # not redone
+    assert (second.n_cached, second.n_computed) == (second.n_jobs, 0) and second.n_jobs > 0  # so did the units
+    assert (third.n_cached, third.n_computed) == (len(done), len(runs) - len(done)) and third.ok
+    assert all(path.stat().st_mtime_ns == stamp for path, stamp in {**stamps, **units}.items())  # not redone
     assert all(ft.is_done(ft.finetune, {"params": r}, root) for r in runs)
 
 

@@ -46,9 +46,11 @@ def test_tiny_finetune_changes_weights_and_records(store_root):
 
 
 def test_runs_are_seeded(store_root):
-    a = ft.finetune(tiny_run(seed=3), root=store_root, recompute=True)
-    b = ft.finetune(tiny_run(seed=3), root=store_root, recompute=True)
-    c = ft.finetune(tiny_run(seed=4), root=store_root, recompute=True)
+    def unit(seed):  # the training itself, recomputed
+        return ft.finetune_unit(ft.unit_params(tiny_run(seed=seed), 0.5, 2), root=store_root, recompute=True)
+
+    a, b, c = unit(3), unit(3), unit(4)
+    assert not a.from_store and not b.from_store
     assert np.array_equal(a["after/features.1.weight"], b["after/features.1.weight"])
     assert not np.array_equal(a["after/features.1.weight"], c["after/features.1.weight"])
 
@@ -211,6 +213,91 @@ def test_device_is_a_machine_setting_outside_the_key(store_root):
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="cuda"):
             ft.run_all([params], root=store_root, executor="serial", device="cuda")
-    first, second = ft.run_all([params], root=store_root, executor="serial", progress=False, device="cpu")
-    assert first.ok and second.ok
+    sweeps = ft.run_all([params], root=store_root, executor="serial", progress=False, device="cpu")
+    assert len(sweeps) == 3 and all(sweep.ok for sweep in sweeps)
+    assert sweeps[1].n_jobs == len(params["lr_grid"])  # the published rule's whole grid, as units
     assert str(ft.finetune(params, root=store_root, device="cpu")["device"]) == "cpu"
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs shared between the learning-rate rules
+
+
+def stored_units(root):
+    return sorted((root / "finetune_unit").glob("*.npz"))
+
+
+@pytest.mark.parametrize("first_rule", ft.LR_RULES)
+def test_rules_choose_among_the_same_stored_units(tmp_path, first_rule):
+    pre = ft.pretrain_params("mlp-tiny", **{**PRE, "epochs": 2})
+    params = {rule: ft.run_params("mlp-tiny", "2-norm", 0, pre, lr_rule=rule, **FIT) for rule in ft.LR_RULES}
+    assert ft.unit_params(params["lowest_loss"], 0.1, 10) == ft.unit_params(params["smallest_reaching_100"], 0.1, 10)
+    second_rule = next(r for r in ft.LR_RULES if r != first_rule)
+    first = ft.finetune(params[first_rule], root=tmp_path)
+    units_after_first = stored_units(tmp_path)
+    assert len(units_after_first) == len(first["search_lr"])  # one unit per (rate, epochs) tried
+    second = ft.finetune(params[second_rule], root=tmp_path)
+    tried_by_both = set(first["search_lr"].tolist()) | set(second["search_lr"].tolist())
+    assert len(stored_units(tmp_path)) == len(tried_by_both)  # no (rate, epochs) trained twice
+    if first_rule == "lowest_loss":  # it ran the whole grid: the small-change rule trains nothing new
+        assert stored_units(tmp_path) == units_after_first
+    for rule, run in ((first_rule, first), (second_rule, second)):  # each record comes from the stored unit
+        unit = ft.finetune_unit(ft.unit_params(params[rule], float(run["lr"]), int(run["epochs"])), root=tmp_path)
+        assert unit.from_store
+        assert np.array_equal(unit["after/features.1.weight"], run["after/features.1.weight"])
+        assert float(unit["accuracy"]) == float(run["train_accuracy"]) and float(unit["loss"]) == float(run["train_loss"])
+    lowest = first if first_rule == "lowest_loss" else second
+    smallest = second if first_rule == "lowest_loss" else first
+    shared = smallest["search_lr"].tolist()
+    np.testing.assert_array_equal(  # the same trainings give the same outcomes under both rules
+        lowest["search_loss"][[lowest["search_lr"].tolist().index(lr) for lr in shared]], smallest["search_loss"])
+
+
+def fake_outcomes(table):
+    """An ``outcome(lr, epochs)`` reading (loss, accuracy) from ``table``, counting its calls."""
+    calls = []
+
+    def outcome(lr, epochs):
+        calls.append((lr, epochs))
+        loss, accuracy = table[(lr, epochs)]
+        return {"loss": loss, "accuracy": accuracy}
+
+    return outcome, calls
+
+
+def test_search_selects_the_rate_each_rule_names():
+    grid = [1e-3, 1e-2, 1e-1, 1.0]
+    # at 2 epochs: 1e-2 is the smallest rate at 100%, 1e-1 the lowest loss, 1.0 diverged
+    table = {(1e-3, 2): (1.0, 0.5), (1e-2, 2): (0.3, 1.0), (1e-1, 2): (0.01, 1.0), (1.0, 2): (np.inf, 0.0)}
+    outcome, calls = fake_outcomes(table)
+    tried, index = ft.search("smallest_reaching_100", grid, 2, 2, 1, outcome)
+    assert tried[index][0] == 1e-2 and calls == [(1e-3, 2), (1e-2, 2)]  # stopped at the first rate at 100%
+    outcome, calls = fake_outcomes(table)
+    tried, index = ft.search("lowest_loss", grid, 2, 2, 1, outcome)
+    assert tried[index][0] == 1e-1 and len(calls) == 4  # the whole grid, no extension needed
+    # nothing reaches 100% at 2 epochs; at 4 epochs only 1e-1 does, and 1e-2 has the lowest loss
+    table = {**{(lr, 2): (0.5 - lr / 10, 0.9) for lr in grid},
+             (1e-3, 4): (0.4, 0.95), (1e-2, 4): (0.05, 0.99), (1e-1, 4): (0.1, 1.0), (1.0, 4): (np.inf, 0.0)}
+    outcome, calls = fake_outcomes(table)
+    tried, index = ft.search("smallest_reaching_100", grid, 2, 2, 1, outcome)
+    assert tried[index][:2] == (1e-1, 4) and len(calls) == 4 + 3
+    outcome, calls = fake_outcomes(table)
+    tried, index = ft.search("lowest_loss", grid, 2, 2, 1, outcome)
+    assert tried[index][:2] == (1e-2, 4) and float(tried[index][2]["accuracy"]) < 1.0 and len(calls) == 8
+    outcome, calls = fake_outcomes(table)
+    tried, index = ft.search("lowest_loss", grid, 2, 2, 0, outcome)  # no extension allowed: the miss is kept
+    assert tried[index][:2] == (1.0, 2) and len(calls) == 4  # loss 0.5 - lr / 10 is lowest at 1.0
+    with pytest.raises(ValueError, match="lr_rule"):
+        ft.search("largest", grid, 2, 2, 0, outcome)
+
+
+def test_base_units_are_the_published_rules_grids():
+    pre = ft.pretrain_params("mlp-tiny", **PRE)
+    runs = [ft.run_params("mlp-tiny", p, 0, pre, lr_rule=rule, lr_grid=[0.01, 0.1], epochs=2)
+            for rule in ft.LR_RULES for p in ("2-norm", "3-norm")]
+    units = ft.base_units(runs + runs)
+    assert len(units) == 2 * 2 and {(u["potential"], u["lr"], u["epochs"]) for u in units} == {
+        (p, lr, 2) for p in ("2-norm", "3-norm") for lr in (0.01, 0.1)}
+    assert ft.base_units([r for r in runs if r["lr_rule"] == "smallest_reaching_100"]) == []
+    with pytest.raises(ValueError, match="lr > 0"):
+        ft.unit_params(runs[0], 0.0, 2)

@@ -168,3 +168,43 @@ def test_parameter_cells_are_hidden_from_the_book(tmp_path, monkeypatch):
     notebook = nbformat.read(done.path, as_version=4)
     hidden = [c for c in notebook.cells if {"parameters", "injected-parameters"} & set(c.metadata.get("tags", []))]
     assert len(hidden) == 2 and all("remove-cell" in c.metadata["tags"] for c in hidden)
+
+
+def _timed_chapter(chapter: str, profile: str, log: str) -> "pipeline.Executed":
+    """A stand-in for ``execute``: sleeps, records its interval, fails for the chapter 'bad'."""
+    import time
+
+    start = time.time()
+    time.sleep(0.5)
+    if chapter == "bad":
+        raise pipeline.PipelineError(f"notebook {chapter!r} failed")
+    Path(log, chapter).write_text(f"{start} {time.time()}")
+    return pipeline.Executed(chapter, Path(log, chapter), time.time() - start)
+
+
+def _intervals(log: Path, names: list[str]) -> list[tuple[float, float]]:
+    return [tuple(map(float, (log / name).read_text().split())) for name in names]
+
+
+def test_chapters_execute_jobs_at_a_time(tmp_path):
+    names = ["a", "b"]
+    for jobs, overlap in ((2, True), (1, False)):
+        log = tmp_path / str(jobs)
+        log.mkdir()
+        done = list(pipeline.execute_chapters(names, "tiny", jobs, run=_timed_chapter, log=str(log)))
+        assert sorted(d.chapter for d in done) == names
+        (a0, a1), (b0, b1) = _intervals(log, names)
+        assert (max(a0, b0) < min(a1, b1)) is overlap
+
+
+def test_a_failed_chapter_stops_a_parallel_build(tmp_path):
+    with pytest.raises(pipeline.PipelineError, match="'bad' failed"):
+        list(pipeline.execute_chapters(["bad", "a"], "tiny", 2, run=_timed_chapter, log=str(tmp_path)))
+    with pytest.raises(pipeline.PipelineError, match="jobs must be a positive integer"):
+        pipeline.build("tiny", jobs=0)
+
+
+def test_each_kernel_has_its_own_socket_path():
+    first, second = pipeline.QuietKernelManager(), pipeline.QuietKernelManager()
+    assert first.transport == second.transport == "ipc"
+    assert first.ip != second.ip and Path(first.ip).is_absolute()

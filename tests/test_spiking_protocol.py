@@ -256,12 +256,57 @@ def test_batched_configurations_share_spikes_and_match_single_runs():
 
 
 def test_paper_protocol_jobs():
-    jobs = E.paper_protocol_jobs(3, 200.0, 100.0, [0.5, 2.0], 2, 2, 0)
-    assert jobs["robust"][0]["etas"] == pytest.approx([2.25e-7, 4.5e-7, 9e-7, 3e-4, 6e-4, 1.2e-3])
-    assert len(jobs["approx"]) == 4 and all(j["rules"] == list(P.PROTOCOL_RULES) for j in jobs["approx"])
+    jobs = E.paper_protocol_jobs(3, 200.0, 100.0, [0.5, 2.0], 2, 0, chunk_trials=2)
+    speed = jobs["speed"]
+    assert [(j["first_trial"], j["n_trials"]) for j in speed] == [(0, 2), (2, 1)]
+    assert speed[0]["etas"] == pytest.approx([2.25e-7, 4.5e-7, 9e-7, 3e-4, 6e-4, 1.2e-3, 4.5e-4])
+    assert speed[0]["rules"][-1] == "approximate" and speed[0]["weight_configs"] == [1, 4]
+    pairs = {(j["low"], j["high"]) for j in jobs["approx"]}
+    assert pairs == set(P.TABLE1_RATES) - {(10.0, 50.0)} and len(jobs["approx"]) == 3
+    assert all(j["rules"] == list(P.PROTOCOL_RULES) for j in jobs["approx"])
     assert E.compare_intervals((1, 0.5, 2), (5, 3, 7)) == "holds"
     assert E.compare_intervals((5, 3, 7), (1, 0.5, 2)) == "reversed"
     assert E.compare_intervals((1, 0.5, 4), (5, 3, 7)) == "not resolved"
+
+
+def test_fast_block_work_equals_the_plain_version():
+    """The shared-stream sparse block work gives the per-trial reference's numbers (same seed)."""
+    w0, ws, X = _small_problem(B=4)
+    J = 3
+    rules = np.repeat(np.array(P.PROTOCOL_RULES, dtype=object), 4)
+    lr = np.repeat([1e-5, 2e-6, 2e-6], 4)
+    args = (rules, RATES, np.tile(w0, (J, 1)), np.tile(ws, (J, 1)), lr, 3.0, 1.0, np.tile(X, (J, 1, 1)))
+    ref = P.simulate(*args, seed=7, streams=4, reference=True)
+    fast = P.simulate(*args, seed=7, streams=4)
+    moved = np.abs(ref["w_final"] - np.tile(w0, (J, 1))).max()
+    assert moved > 1e-4
+    np.testing.assert_allclose(fast["w_final"], ref["w_final"], rtol=0, atol=1e-12 * moved)
+    np.testing.assert_allclose(fast["kl"], ref["kl"], rtol=1e-10)
+    # teachers that differ between configurations take the general path
+    ws2 = np.tile(ws, (J, 1))
+    ws2[4:8] *= 0.5
+    args2 = args[:3] + (ws2,) + args[4:]
+    np.testing.assert_allclose(P.simulate(*args2, seed=7, streams=4)["w_final"],
+                               P.simulate(*args2, seed=7, streams=4, reference=True)["w_final"],
+                               rtol=0, atol=1e-12 * moved)
+    # float32 block work: the learning differs from float64 by far less than it moves the weights
+    single = P.simulate(*args, seed=7, streams=4, dtype=np.float32)
+    assert np.abs(single["w_final"] - ref["w_final"]).max() < 1e-4 * moved
+    np.testing.assert_allclose(single["kl"], ref["kl"], rtol=1e-4)
+    with pytest.raises(ValueError):
+        P.simulate(*args, seed=7, streams=4, dtype=np.int32)
+
+
+def test_chunks_of_trials_are_the_same_trials():
+    whole = P.trial_draws(6, 10.0, 50.0, 4, seed=2)
+    parts = [P.trial_draws(6, 10.0, 50.0, 2, seed=2, first_trial=f) for f in (0, 2)]
+    for k in (1, 2, 3):
+        np.testing.assert_array_equal(np.concatenate([p[k] for p in parts]), whole[k])
+    a = P.teacher_student_run.compute(["euclidean"], [4.5e-7], n_trials=2, duration=0.8, eval_every=0.4,
+                                       n_inputs=6, seed=2, first_trial=2, weight_configs=[0])
+    joined = P.concatenate_trials([a, a])
+    assert joined["kl"].shape == (1, 4, 3) and joined["weights"].shape == (1, 4, 3, 6)
+    np.testing.assert_array_equal(joined["w0"][2:], whole[1][2:])
 
 
 def test_single_synapse_democracy_scaling():
@@ -270,3 +315,69 @@ def test_single_synapse_democracy_scaling():
         change = res[f"somatic_{rule}"]
         np.testing.assert_allclose(change / change[:1], np.broadcast_to(np.array(expected)[:, None], change.shape),
                                    rtol=1e-9)
+
+
+# --- Fig 5 and Fig 7 in the paper's parameters -----------------------------------------------------
+
+
+def test_rescaled_metric_one_synapse_against_direct_integration():
+    """Fig 5: for one synapse the natural update is grad / G with G = dt E[f(w x) x^2], x Gaussian."""
+    a1, a2 = NEURON.psp_integrals()
+    for rate, w in ((10.0, 0.01), (50.0, 0.5)):
+        mean, var = a1, a2 / rate
+        metric = P.rescaled_metric(np.array([w]), np.array([mean]), np.array([var]))
+        nodes, weights = np.polynomial.hermite_e.hermegauss(120)
+        x = mean + np.sqrt(var) * nodes
+        G = NEURON.dt * np.sum(weights / np.sqrt(2 * np.pi) * NEURON.fisher_weight(w * x) * x**2)
+        np.testing.assert_allclose(metric.solve(np.array([[3.0]]))[0, 0], 3.0 / G, rtol=1e-8)
+    with pytest.raises(ValueError):
+        P.rescaled_metric(np.array([0.1, 0.1]), np.array([1.0, 2.0]), np.array([1.0, 1.0]))
+
+
+def test_variance_protocol_natural_change_falls_with_variance():
+    low = P.variance_protocol(0.02, 50.0, 20, seed=1)  # small trace variance
+    high = P.variance_protocol(0.001, 10.0, 20, seed=2)  # large trace variance
+    assert high["variance"] > 10 * low["variance"]
+    assert abs(high["measured_variance"] / high["variance"] - 1) < 0.1
+    assert np.mean(low["natural"]) > 2 * np.mean(high["natural"]) > 0
+    assert abs(np.mean(low["euclidean"]) / np.mean(high["euclidean"]) - 1) < 0.2  # mean trace fixed
+
+
+def test_silent_inputs_are_the_limit_of_vanishing_rates():
+    """Fig 7: a silent synapse's natural update is the limit of an input at a vanishing rate."""
+    rng = np.random.default_rng(5)
+    rates = np.r_[np.full(5, 5.0), np.zeros(5)]
+    a1, a2 = NEURON.psp_integrals()
+    w = rng.uniform(0.1, 0.5, size=(3, 10))
+    grad = np.c_[rng.normal(size=(3, 5)), np.zeros((3, 5))]
+    silent = P.rescaled_metric(w, a1 * rates, a2 * rates).solve(grad)
+    tiny = gaussian_metric(w, np.where(rates > 0, rates, 1e-9)).solve(grad)
+    np.testing.assert_allclose(silent, tiny, rtol=1e-6, atol=1e-9 * np.abs(silent).max())
+    assert np.all(silent[:, 5:] != 0)  # heterosynaptic changes
+    with pytest.raises(ValueError):
+        P.rescaled_metric(w, a1 * rates, a2 * rates).solve(np.ones((3, 10)))
+
+
+def test_heterosynaptic_learning_invariants():
+    res = P.heterosynaptic_learning([0.1, 0.1, 0.4], [0.1, 0.4, 0.1], 2, seed=3, duration=2.0)
+    change = res["stim"][:, :, -1] - res["stim"][:, :, 0]
+    np.testing.assert_allclose(change[0], change[1], rtol=1e-12)  # stimulated: independent of unstimulated
+    assert np.all(change[0] > 0) and np.all(change[2] < 0)  # potentiation at small, depression at large
+    unstim = res["unstim"][:, :, -1] - res["unstim"][:, :, 0]
+    assert np.all(np.sign(unstim[0]) == -np.sign(change[0]))  # opposite signs at small weights
+    euc = P.heterosynaptic_learning([0.1], [0.3], 2, seed=3, rule="euclidean", duration=1.0)
+    np.testing.assert_array_equal(euc["unstim"], 0.3)
+
+
+def test_loglog_slope_and_map_frame():
+    x = np.array([1.0, 2.0, 4.0, 8.0])
+    samples = (x**-0.5)[:, None] * np.array([[0.9, 1.1]])
+    point, lo, hi = E.loglog_slope(x, samples, n_boot=200)
+    assert point == pytest.approx(-0.5) and lo <= point <= hi
+    w0 = np.ones((3, 4, 1))
+    result = {"w_stim": np.arange(3.0), "w_unstim": np.arange(3.0),
+              "stim_natural": np.concatenate([w0, w0 * np.array([1.1, 0.9, 1.1])[:, None, None]], -1),
+              "unstim_natural": np.concatenate([w0, np.array([[0.9] * 4, [0.8] * 4, [0.999, 1.001] * 2])[:, :, None]], -1)}
+    frame = E.heterosynaptic_map_frame(result, n_boot=100)
+    assert list(frame["regime"]) == ["opposite", "same", "not resolved"]
+    np.testing.assert_allclose(frame["stim"], [0.1, -0.1, 0.1])

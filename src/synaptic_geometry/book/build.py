@@ -22,12 +22,16 @@ import argparse
 import ast
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,10 +155,15 @@ class Executed:
 
 
 class QuietKernelManager(AsyncKernelManager):
-    """Kernels on local IPC sockets: no network port, and no warning about unencrypted TCP."""
+    """Kernels on local IPC sockets: no network port, and no warning about unencrypted TCP.
+
+    Each kernel gets its own socket path prefix, so chapters executing at once never share a socket
+    (jupyter's default prefix, ``127.0.0.1`` in the working directory, is the same for every kernel).
+    """
 
     def __init__(self, **kwargs):
         kwargs.setdefault("transport", "ipc")
+        kwargs.setdefault("ip", os.path.join(tempfile.gettempdir(), f"synaptic-geometry-kernel-{uuid.uuid4().hex[:12]}"))
         super().__init__(**kwargs)
 
 
@@ -315,20 +324,49 @@ def build_html(root: Path | None = None) -> Path:
 
 
 def build(profile: str = "default", only: list[str] | None = None, machine: dict | None = None,
-          force: bool = False) -> Path:
-    """Execute every chapter at ``profile`` (reusing up-to-date ones) and build the book."""
+          force: bool = False, jobs: int = 2) -> Path:
+    """Execute every chapter at ``profile`` (reusing up-to-date ones) and build the book.
+
+    ``jobs`` chapters execute at once, each in its own process (a chapter's own worker processes
+    come on top); they start in table-of-contents order, and a failed chapter stops the build.
+    """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise PipelineError(f"jobs must be a positive integer, got {jobs!r}")
     root = project_root()
     names = only or chapters(root)
     total = time.time()
-    for index, chapter in enumerate(names, 1):
-        print(f"[{index}/{len(names)}] {chapter} at profile {profile} ...", flush=True)
-        done = execute(chapter, profile, machine=machine, force=force)
+    for done in execute_chapters(names, profile, jobs, machine=machine, force=force):
         status = "unchanged, not re-executed" if done.reused else f"executed in {done.seconds:.1f} s"
-        print(f"[{index}/{len(names)}] {chapter}: {status}", flush=True)
+        print(f"[{names.index(done.chapter) + 1}/{len(names)}] {done.chapter}: {status}", flush=True)
     print("building HTML ...", flush=True)
     index_html = build_html(root)
     print(f"book built in {time.time() - total:.1f} s: {index_html}", flush=True)
     return index_html
+
+
+def execute_chapters(names: list[str], profile: str, jobs: int, run: Callable[..., Executed] | None = None,
+                     **options) -> Iterator[Executed]:
+    """Yield the :class:`Executed` of each chapter as it finishes, ``jobs`` chapters at a time.
+
+    ``run`` (default :func:`execute`, called as ``run(chapter, profile, **options)``) must be a
+    module-level function when ``jobs > 1``: each chapter runs in a fresh interpreter.
+    """
+    run = run or execute
+    if jobs == 1:
+        for index, chapter in enumerate(names, 1):
+            print(f"[{index}/{len(names)}] {chapter} at profile {profile} ...", flush=True)
+            yield run(chapter, profile, **options)
+        return
+    print(f"executing {len(names)} chapters at profile {profile}, {jobs} at a time ...", flush=True)
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter per chapter: its own environment
+    with ProcessPoolExecutor(max_workers=min(jobs, len(names)), mp_context=context) as pool:
+        futures = [pool.submit(run, chapter, profile, **options) for chapter in names]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        except BaseException:  # a failed chapter: start no more (the running ones finish and keep their results)
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def _add_machine_options(parser: argparse.ArgumentParser) -> None:
@@ -352,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     build_cmd = sub.add_parser("build", help="execute all chapters at a profile, then build the HTML book")
     build_cmd.add_argument("--profile", default="default", choices=PROFILES)
     build_cmd.add_argument("--chapter", action="append", help="execute only these chapters (repeatable)")
+    build_cmd.add_argument("--jobs", type=int, default=2,
+                           help="chapters executed at once, each in its own process (default 2)")
     _add_machine_options(build_cmd)
     execute_cmd = sub.add_parser("execute", help="execute chapters at a profile (no HTML build)")
     execute_cmd.add_argument("--profile", default="default", choices=PROFILES)
@@ -364,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "build":
-            build(args.profile, args.chapter, machine=_machine(args), force=args.force)
+            build(args.profile, args.chapter, machine=_machine(args), force=args.force, jobs=args.jobs)
         elif args.command == "execute":
             for chapter in args.chapter or chapters():
                 done = execute(chapter, args.profile, out_dir=args.out, machine=_machine(args), force=args.force)

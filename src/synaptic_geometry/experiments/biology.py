@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
+from synaptic_geometry.experiments.trajectory import descend, least_squares
 from synaptic_geometry.gaussianity import delta_cdf, delta_cdf_batch, dual_change, identify
 from synaptic_geometry.infra.store import experiment
 from synaptic_geometry.infra.sweep import run_sweep
@@ -158,28 +159,10 @@ def train_linear_neuron(
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, d)) / np.sqrt(np.sum(w0**2))
     y = rng.choice([-1.0, 1.0], size=n)
-    sign = np.sign(w0)
-
-    def loss_and_grad(w):
-        r = x @ w - y
-        return 0.5 * float(r @ r) / n, x.T @ r / n
-
     curvature = (x / phi.hess_diag(w0)) @ x.T / n
     lr = lr_scale / float(np.linalg.eigvalsh(curvature)[-1])
-    w, theta = w0.copy(), phi.grad(w0)
-    loss, g = loss_and_grad(w)
-    losses = [loss]
-    for _ in range(steps):
-        for _retry in range(30):
-            theta_new = theta - lr * g
-            w_new = phi.inv_grad(theta_new, sign=sign)
-            loss_new, g_new = loss_and_grad(w_new)
-            if loss_new <= loss:
-                break
-            lr /= 2
-        theta, w, loss, g = theta_new, w_new, loss_new, g_new
-        losses.append(loss)
-    return Trained(w0, w, np.asarray(losses), lr)
+    run = descend(least_squares(x, y), w0, phi, lr, steps, record_every=steps, schedule="backtracking")
+    return Trained(w0, run.path[-1], run.losses, run.lr)
 
 
 @experiment("biology_learning")

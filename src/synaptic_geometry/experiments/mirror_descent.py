@@ -81,8 +81,8 @@ def two_dimensional_paths(
     line_loss = least_squares(LINE["x"], LINE["y"])
     quad_paths, line_paths, projections, rows = {}, {}, {}, []
     for name in potentials:
-        quad_paths[name] = descend(quadratic, START_2D, name, lr, n_steps)[0]
-        line_paths[name] = descend(line_loss, START_2D, name, lr, n_steps)[0]
+        quad_paths[name] = descend(quadratic, START_2D, name, lr, n_steps).path
+        line_paths[name] = descend(line_loss, START_2D, name, lr, n_steps).path
         projections[name] = bregman_projection(LINE["x"], LINE["y"], START_2D, name).w
         end = line_paths[name][-1]
         rows.append({"potential": name, "end_w1": end[0], "end_w2": end[1],
@@ -115,11 +115,10 @@ def implicit_bias_check(
     w0 = rng.lognormal(mean=np.log(1 / np.sqrt(width)), sigma=0.5, size=width) * rng.choice([-1, 1], size=width)
     rows = []
     for name in potentials:
-        path, losses = descend(least_squares(X, y), w0, name, lr=lr, n_steps=n_steps, momentum=MOMENTUM,
-                               record_every=n_steps)
+        run = descend(least_squares(X, y), w0, name, lr=lr, n_steps=n_steps, momentum=MOMENTUM, record_every=n_steps)
         projection = bregman_projection(X, y, w0, name).w
-        rows.append({"potential": name, "final_loss": losses[-1],
-                     "relative_distance": float(np.linalg.norm(path[-1] - projection) / np.linalg.norm(projection))})
+        rows.append({"potential": name, "final_loss": run.losses[-1],
+                     "relative_distance": float(np.linalg.norm(run.path[-1] - projection) / np.linalg.norm(projection))})
     return pd.DataFrame(rows)
 
 

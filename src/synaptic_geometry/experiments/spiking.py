@@ -462,12 +462,20 @@ class GaussianMetric:
         return (np.diag(1.0 / (self.c * self.mu)) - low) / (self.dt * m0[..., None, None])
 
     def solve(self, grad, strict: bool = True) -> np.ndarray:
-        """G_v^-1 grad in O(n): grad_i/(c mu_i), minus a term shared by all synapses, minus one ~ v_i."""
+        """G_v^-1 grad in O(n): grad_i/(c mu_i), minus a term shared by all synapses, minus one ~ v_i.
+
+        A silent input (mu_i = 0, its gradient then zero) gets no homosynaptic term: the limit of
+        an input at a vanishing rate, as in the paper's Fig 7; its heterosynaptic terms remain.
+        """
         K, m0 = self._coefficients(strict)
         grad = np.asarray(grad, dtype=float)
         proj = np.stack([np.sum(grad, -1) / self.c, np.sum(self.v * grad, -1)], -1)  # P^T grad
         gam = np.einsum("...ij,...j->...i", K, proj)
-        out = grad / (self.c * self.mu) - gam[..., :1] / self.c - gam[..., 1:] * self.v
+        silent = self.mu == 0
+        if np.any(silent & np.any(grad != 0, axis=tuple(range(grad.ndim - 1)))):
+            raise ValueError("a silent input (mean trace 0) cannot have a nonzero gradient")
+        homo = grad / np.where(silent, 1.0, self.c * self.mu)
+        out = homo - gam[..., :1] / self.c - gam[..., 1:] * self.v
         return out / (self.dt * m0[..., None])
 
 

@@ -508,26 +508,38 @@ def dual_space_table(speed: Results, x_samples: np.ndarray, neuron: Neuron = Neu
 
 
 def paper_protocol_jobs(n_trials: int, duration: float, eval_every: float, lr_factors: Sequence[float],
-                        robust_trials: int, approx_trials: int, seed: int) -> dict[str, list[dict]]:
+                        approx_trials: int, seed: int, chunk_trials: int | None = None) -> dict[str, list[dict]]:
     """The runs of the chapter's teacher-student experiments, as job dicts of
     :func:`~synaptic_geometry.experiments.spiking_protocol.teacher_student_run`.
 
-    ``main``: Fig 3F (10/50 Hz, Euclidean and natural at the paper's rates, weights recorded);
-    ``robust``: Fig 9D (each rule at factor x its rate, factor 1 included); ``approx``: Fig 12C-F
-    (one job per input-rate pair: the three rules at Table 1's rates). Each job simulates its
-    configurations together on the same trials and spikes.
+    ``speed``: the 10/50-Hz task with every configuration the chapter needs there, simulated
+    together on the same ``n_trials`` trials and spikes: the Euclidean and the natural rule at
+    each learning-rate factor (:func:`robust_factors`, factor 1 = the paper's rates: Fig 3F and
+    Fig 9D) and the approximate rule at Table 1's rate (Fig 12's 10/50 panel); weights are
+    recorded for the two rules at factor 1. ``approx``: the other input-rate pairs of Table 1,
+    the three rules at its rates, ``approx_trials`` trials each. Every job is split into chunks
+    of at most ``chunk_trials`` consecutive trials (the sweep runs chunks in parallel; the trials
+    are the same as in one run).
     """
     common = dict(duration=float(duration), eval_every=float(eval_every), seed=int(seed))
     table = P.TABLE1_RATES
-    main = [dict(rules=["euclidean", "natural"], etas=[table[(10.0, 50.0)][r] for r in ("euclidean", "natural")],
-                 low=10.0, high=50.0, n_trials=int(n_trials), record_weights=True, **common)]
     factors = robust_factors(lr_factors)
-    robust = [dict(rules=[r for r in ("euclidean", "natural") for _ in factors],
-                   etas=[table[(10.0, 50.0)][r] * f for r in ("euclidean", "natural") for f in factors],
-                   low=10.0, high=50.0, n_trials=int(robust_trials), **common)]
+    rules = [r for r in ("euclidean", "natural") for _ in factors] + ["approximate"]
+    etas = [table[(10.0, 50.0)][r] * f for r in ("euclidean", "natural") for f in factors]
+    etas.append(table[(10.0, 50.0)]["approximate"])
+    at_one = [factors.index(1.0), len(factors) + factors.index(1.0)]
+
+    def chunks(total):
+        size = int(total) if chunk_trials is None else max(1, int(chunk_trials))
+        return [(first, min(size, int(total) - first)) for first in range(0, int(total), size)]
+
+    speed = [dict(rules=rules, etas=etas, low=10.0, high=50.0, n_trials=count, first_trial=first,
+                  weight_configs=at_one, **common) for first, count in chunks(n_trials)]
     approx = [dict(rules=list(P.PROTOCOL_RULES), etas=[rates[r] for r in P.PROTOCOL_RULES], low=low, high=high,
-                   n_trials=int(approx_trials), **common) for (low, high), rates in table.items()]
-    return {"main": main, "robust": robust, "approx": approx}
+                   n_trials=count, first_trial=first, **common)
+              for (low, high), rates in table.items() if (low, high) != (10.0, 50.0)
+              for first, count in chunks(approx_trials)]
+    return {"speed": speed, "approx": approx}
 
 
 def robust_factors(lr_factors: Sequence[float]) -> list[float]:
@@ -614,24 +626,47 @@ def angle_frame(angles: Results) -> pd.DataFrame:
 
 
 def run_paper_protocols(n_trials: int, duration: float, eval_every: float, lr_factors: Sequence[float],
-                        robust_trials: int, approx_trials: int, path_trials: int, path_duration: float,
-                        seed: int = 0, executor: str = "local", workers: int = 1, progress: bool = True):
+                        approx_trials: int, path_trials: int, path_duration: float, seed: int = 0,
+                        chunk_trials: int | None = None, executor: str = "local", workers: int = 1,
+                        progress: bool = True):
     """Run (or load) every teacher-student job of the chapter through the sweep runner.
 
-    Returns (jobs, results): the job groups of :func:`paper_protocol_jobs` plus ``paths`` (the
-    two-synapse job), and a list of results parallel to each group.
+    Returns (jobs, results). ``jobs`` holds one description per experiment: ``main`` (Fig 3F:
+    rules), ``robust`` (Fig 9D: rules, factors), ``approx`` (Fig 12C-F: one per input-rate pair,
+    with low, high and rules) and ``paths`` (Fig 3E); ``results`` the matching results in the
+    layout of :func:`~synaptic_geometry.experiments.spiking_protocol.teacher_student_run`
+    (configurations first), the chunks of trials joined.
     """
     from synaptic_geometry.infra.sweep import run_sweep
 
-    jobs = paper_protocol_jobs(n_trials, duration, eval_every, lr_factors, robust_trials, approx_trials, seed)
+    jobs = paper_protocol_jobs(n_trials, duration, eval_every, lr_factors, approx_trials, seed, chunk_trials)
     paths = [dict(n_trials=int(path_trials), duration=float(path_duration), seed=int(seed))]
     for fn, todo in ((P.two_synapse_run, paths), (P.teacher_student_run, all_jobs(jobs))):
         sweep = run_sweep(fn, todo, executor=executor, workers=workers, progress=progress)
         if not sweep.ok:
             raise RuntimeError(sweep.summary())
-    results = {name: [P.teacher_student_run(**job) for job in group] for name, group in jobs.items()}
+    speed = P.concatenate_trials([P.teacher_student_run(**job) for job in jobs["speed"]])
+    factors = robust_factors(lr_factors)
+    F = len(factors)
+    one = factors.index(1.0)
+    pick = lambda res, idx: {**res, **{k: res[k][idx] for k in ("kl", "rmse", "diverged")}}  # noqa: E731
+    main = dict(pick(speed, [one, F + one]), weights=speed["weights"])
+    described = {"main": [dict(rules=["euclidean", "natural"])],
+                 "robust": [dict(rules=["euclidean"] * F + ["natural"] * F, factors=factors * 2)],
+                 "approx": [], "paths": paths}
+    results = {"main": [main], "robust": [pick(speed, list(range(2 * F)))], "approx": []}
+    for low, high in P.TABLE1_RATES:
+        if (low, high) == (10.0, 50.0):
+            res = pick(speed, [one, F + one, 2 * F])
+            rules = ["euclidean", "natural", "approximate"]
+        else:
+            res = P.concatenate_trials([P.teacher_student_run(**job) for job in jobs["approx"]
+                                        if (job["low"], job["high"]) == (low, high)])
+            rules = list(P.PROTOCOL_RULES)
+        described["approx"].append(dict(low=low, high=high, rules=rules))
+        results["approx"].append(res)
     results["paths"] = [P.two_synapse_run(**job) for job in paths]
-    return dict(jobs, paths=paths), results
+    return described, results
 
 
 def single_synapse_democracy(inv_alphas: Sequence[float] = tuple(range(1, 11)), rate: float = 5.0,
@@ -692,3 +727,53 @@ def stored_heterosynaptic(n_inputs: int, n_stimulated: int, n_trials: int, n_met
 def stored_presynaptic_variance(n_inputs: int, n_metric_samples: int, seed: int) -> dict[str, np.ndarray]:
     """:func:`presynaptic_variance_experiment`, stored."""
     return presynaptic_variance_experiment(n_inputs=n_inputs, n_metric_samples=n_metric_samples, seed=seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# Fig 5 and Fig 7 in the paper's parameters: analysis
+# ----------------------------------------------------------------------------------------------
+
+
+def loglog_slope(x, samples, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """Least-squares slope of log(mean sample) against log(x), with a bootstrap interval over the
+    samples of each point. x (points,), samples (points, trials), every mean > 0."""
+    x = np.asarray(x, dtype=float)
+    samples = np.asarray(samples, dtype=float)
+    if samples.ndim != 2 or samples.shape[0] != x.size:
+        raise ValueError(f"samples must have shape ({x.size}, trials), got {samples.shape}")
+
+    def slope(means):
+        if np.any(means <= 0):
+            return np.nan
+        return float(np.polyfit(np.log(x), np.log(means), 1)[0])
+
+    rng = np.random.default_rng(seed)
+    k = samples.shape[1]
+    boots = [slope(np.take_along_axis(samples, rng.integers(0, k, size=samples.shape), 1).mean(1))
+             for _ in range(n_boot)]
+    lo, hi = np.nanquantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    return slope(samples.mean(1)), float(lo), float(hi)
+
+
+def heterosynaptic_map_frame(result: Results, rule: str = "natural", n_boot: int = 1000, seed: int = 0,
+                             level: float = 0.95) -> pd.DataFrame:
+    """Fig 7B-D: per pair of initial weights, the relative change after the run of the stimulated and
+    of the unstimulated weights (trial mean with a bootstrap interval), and the regime: "opposite"
+    (signs differ, both intervals excluding zero), "same" (same sign, both excluding zero) or
+    "not resolved"."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for group in ("stim", "unstim"):
+        w = np.asarray(result[f"{group}_{rule}"])
+        rel = (w[:, :, -1] - w[:, :, 0]) / w[:, :, :1][..., 0]  # (pairs, trials)
+        idx = rng.integers(0, rel.shape[1], size=(n_boot, rel.shape[1]))
+        boots = rel[:, idx].mean(-1)  # (pairs, n_boot)
+        lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2], axis=1)
+        rows.append(pd.DataFrame({f"{group}": rel.mean(1), f"{group}_lo": lo, f"{group}_hi": hi}))
+    frame = pd.concat(rows, axis=1)
+    frame.insert(0, "w_unstim", np.asarray(result["w_unstim"]))
+    frame.insert(0, "w_stim", np.asarray(result["w_stim"]))
+    sign = {g: np.where(frame[f"{g}_lo"] > 0, 1, np.where(frame[f"{g}_hi"] < 0, -1, 0)) for g in ("stim", "unstim")}
+    frame["regime"] = np.where((sign["stim"] == 0) | (sign["unstim"] == 0), "not resolved",
+                               np.where(sign["stim"] != sign["unstim"], "opposite", "same"))
+    return frame
