@@ -626,3 +626,26 @@ def test_2_norm_state_dict_round_trip_across_paths(tmp_path, saved_with, loaded_
         assert torch.equal(a, b)
     for p, q in zip(straight, resumed):
         assert torch.equal(opt.state[p]["momentum_buffer"], opt2.state[q]["momentum_buffer"])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("potential", ["hypentropy:0.1", "2.5-norm", "4-norm", "1.8-norm"])
+def test_fused_fast_paths_match_the_single_tensor_path(potential, dtype):
+    """The kernel's shortcuts: hypentropy's Taylor series of sinh and cosh for steps |lr d| < 1/16
+    (vectors of small steps, of large steps and of both), and p-norm powers |w|^e by products and a
+    square root when e is a multiple of 1/2 (2.5-norm forward, 4-norm forward; 1.8-norm neither)."""
+    gen = torch.Generator().manual_seed(8)
+    n = 4096
+    w0 = (torch.randn(n, generator=gen, dtype=dtype) * 0.5)
+    # steps lr |d| up to about 1 (larger ones leave float32 hypentropy ill-conditioned on either path:
+    # w cosh c and sqrt(w^2 + beta^2) sinh c nearly cancel)
+    g = torch.randn(n, generator=gen, dtype=dtype) * torch.logspace(-8, 0.5, n, dtype=dtype)
+    g[: n // 2] = g[: n // 2][torch.randperm(n // 2, generator=gen)]  # small and large steps mixed in the first half
+    out = []
+    for name in ("fused", "single"):
+        w = w0.clone().requires_grad_()
+        w.grad = g.clone()
+        MirrorDescent([w], lr=0.1, potential=potential, **path(name)).step()
+        out.append(w.detach())
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-11, atol=1e-13)
+    torch.testing.assert_close(out[0], out[1], **tol)

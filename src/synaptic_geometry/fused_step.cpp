@@ -13,7 +13,10 @@
 // Speed: the momentum variant (none, first step, later steps; with or without nesterov) is a
 // template parameter, so the inner loop has no branches but the finiteness test; maximize and
 // weight decay are arithmetic (d = sign * g + weight_decay * w), not branches. The loop reads and
-// writes through local restrict pointers, so the compiler keeps them in registers.
+// writes through local restrict pointers, so the compiler keeps them in registers. Shortcuts:
+// hypentropy uses the Taylor series of sinh and cosh when every lane of a vector steps by less than
+// 1/16 (the usual case; else one expm1 and a division), and p-norm powers |x|^e with e a multiple
+// of 1/2 are products and a square root (else exp2 and log2).
 
 #include <ATen/core/Tensor.h>
 #include <ATen/Parallel.h>
@@ -65,6 +68,13 @@ template <typename S> Vectorized<S> where_finite(Vectorized<S> s, Vectorized<S> 
   return Vectorized<S>::blendv(b, a, s == Vectorized<S>(0));
 }
 
+// Whether hypentropy's step may use the Taylor series of sinh and cosh: |c| < 1/16 in every lane
+// (a nan lane counts as small: the series keeps it nan, and the finiteness test catches it)
+template <typename S> bool hypentropy_series(S c) { return !(std::abs(c) >= S(0.0625)); }
+template <typename S> bool hypentropy_series(Vectorized<S> c) {
+  return (c.abs() >= Vectorized<S>(S(0.0625))).zero_mask() == (1 << Vectorized<S>::size()) - 1;
+}
+
 // Hyperparameters of one step in the compute type S (float32, or float64 for float64 weights).
 template <typename S> struct Hyper {
   S lr, momentum, one_minus_dampening, weight_decay;
@@ -72,7 +82,23 @@ template <typename S> struct Hyper {
   S exponent, inverse_exponent;  // p-norms: p - 1 and 1 / (p - 1)
   S entropy_rate;                // negative entropy: -lr * log2(e)
   S beta_squared;                // hypentropy
+  int exponent_halves, inverse_exponent_halves;  // 2 e when e is a multiple of 1/2 up to 4, else 0
 };
+
+// a^e for a >= 0; when e = k / 2 (k = halves > 0) by k / 2 products and a square root, else as
+// 2^(e log2 a) (two transcendental functions)
+template <typename V, typename S> V signless_power(V a, S e, int halves) {
+  if (halves == 0) return v_exp2(V(e) * v_log2(a));
+  V r = (halves & 1) ? v_sqrt(a) : a;
+  for (int j = (halves & 1) ? 0 : 1; j < halves / 2; ++j) r = r * a;
+  return r;
+}
+
+// 2 e if e is a positive multiple of 1/2 up to 4 (a^e then needs no exp or log), else 0
+int halves_of(double e) {
+  const double k = 2 * e;
+  return (k >= 1 && k <= 8 && k == std::floor(k)) ? static_cast<int>(k) : 0;
+}
 
 // w_new = inv_grad(grad(w) - lr * dd), elementwise, for the potential K.
 template <int64_t K, typename V, typename S> V dual_step(V w, V dd, const Hyper<S>& h) {
@@ -85,19 +111,32 @@ template <int64_t K, typename V, typename S> V dual_step(V w, V dd, const Hyper<
   } else if constexpr (K == ONE_POINT_FIVE_NORM) {  // grad = sign(w) sqrt|w|, inverse y |y|
     V y = v_copysign(v_sqrt(v_abs(w)), w) - lr * dd;
     return y * v_abs(y);
-  } else if constexpr (K == P_NORM) {  // |x|^e = 2^(e log2|x|), and 0 maps to 0
-    V y = v_copysign(v_exp2(V(h.exponent) * v_log2(v_abs(w))), w) - lr * dd;
-    return v_copysign(v_exp2(V(h.inverse_exponent) * v_log2(v_abs(y))), y);
+  } else if constexpr (K == P_NORM) {  // |x|^e = 2^(e log2|x|) or products and a sqrt; 0 maps to 0
+    V y = v_copysign(signless_power<V>(v_abs(w), h.exponent, h.exponent_halves), w) - lr * dd;
+    return v_copysign(signless_power<V>(v_abs(y), h.inverse_exponent, h.inverse_exponent_halves), y);
   } else if constexpr (K == NEGATIVE_ENTROPY) {  // w exp(-lr sign(w) dd)
     return w * v_exp2(V(h.entropy_rate) * v_sign(w) * dd);
   } else {  // hypentropy: beta sinh(arcsinh(w / beta) - c) = w cosh(c) - sqrt(w^2 + beta^2) sinh(c)
     static_assert(K == HYPENTROPY, "unknown potential");
-    // cosh and sinh from one expm1: with m = e^c - 1 and r = e^-c, sinh c = m (1 + r) / 2 (no
-    // cancellation for small c) and cosh c = (e^c + r) / 2
-    const V one(1), half(0.5);
-    V m = v_expm1(lr * dd);
-    V r = one / (m + one);
-    return w * ((m + one + r) * half) - v_sqrt(w * w + V(h.beta_squared)) * (m * (one + r) * half);
+    const V c = lr * dd, one(1);
+    V cosh_c, sinh_c;
+    // small steps (every lane |c| < 1/16, the usual case): Taylor series, truncation error below
+    // c^9 / 9! relative to sinh c (< 1e-15) and c^10 / 10! for cosh c; no exp, no division
+    if (hypentropy_series(c)) {
+      const V c2 = c * c;
+      sinh_c = c * v_fmadd(c2, v_fmadd(c2, v_fmadd(c2, V(S(1) / 5040), V(S(1) / 120)), V(S(1) / 6)), one);
+      cosh_c = v_fmadd(c2, v_fmadd(c2, v_fmadd(c2, v_fmadd(c2, V(S(1) / 40320), V(S(1) / 720)), V(S(1) / 24)),
+                                   V(S(0.5))), one);
+    } else {
+      // cosh and sinh from one expm1: with m = e^c - 1 and r = e^-c, sinh c = m (1 + r) / 2 (no
+      // cancellation for small c) and cosh c = (e^c + r) / 2
+      const V half(0.5);
+      V m = v_expm1(c);
+      V r = one / (m + one);
+      cosh_c = (m + one + r) * half;
+      sinh_c = m * (one + r) * half;
+    }
+    return w * cosh_c - v_sqrt(w * w + V(h.beta_squared)) * sinh_c;
   }
 }
 
@@ -198,7 +237,7 @@ bool step_one(const at::Tensor& w, const at::Tensor& g, const at::Tensor* b, int
                         static_cast<float>(hd.one_minus_dampening), static_cast<float>(hd.weight_decay),
                         static_cast<float>(hd.grad_sign), static_cast<float>(hd.exponent),
                         static_cast<float>(hd.inverse_exponent), static_cast<float>(hd.entropy_rate),
-                        static_cast<float>(hd.beta_squared)};
+                        static_cast<float>(hd.beta_squared), hd.exponent_halves, hd.inverse_exponent_halves};
   switch (w.scalar_type()) {
     case at::kFloat: return step_typed<K, float, float>(w, g, b, mode, hf);
     case at::kDouble: return step_typed<K, double, double>(w, g, b, mode, hd);
@@ -221,7 +260,8 @@ int64_t step(const std::vector<at::Tensor>& weights, const std::vector<at::Tenso
   const double exponent = kind == P_NORM ? potential_parameter - 1 : 1;
   const Hyper<double> h{lr, momentum, 1 - dampening, weight_decay, maximize ? -1.0 : 1.0,
                         exponent, 1 / exponent, -lr / std::log(2.0),
-                        kind == HYPENTROPY ? potential_parameter * potential_parameter : 0};
+                        kind == HYPENTROPY ? potential_parameter * potential_parameter : 0,
+                        halves_of(exponent), halves_of(1 / exponent)};
   for (size_t t = 0; t < weights.size(); ++t) {
     const at::Tensor& w = weights[t];
     const at::Tensor& g = grads[t];
