@@ -11,9 +11,6 @@ range over the rounds. Wall time is what counts; the process's CPU time is shown
 shared machine wall time also counts time spent waiting for a core). The load average before and
 after the run says whether other processes were busy.
 
-The 2-norm's fused path runs torch's own fused SGD kernel on checked blocks (mirror descent in the
-2-norm is SGD); the row "own" is the same step through this package's kernel, for comparison.
-
 Also reported, separately: the time to build the fused kernel from scratch (in a subprocess, with
 an empty extension directory: what a fresh clone pays once), the time to load it when built, and
 each candidate's first step.
@@ -35,7 +32,6 @@ import time
 
 import torch
 
-from synaptic_geometry import optim
 from synaptic_geometry.optim import MirrorDescent, fused_available
 
 SHAPES = [
@@ -84,17 +80,6 @@ def cold_build_seconds() -> tuple[bool, float]:
     return ok == "True", float(seconds)
 
 
-def own_kernel_step(opt):
-    """``opt.step`` with the 2-norm on this package's kernel rather than torch's fused SGD kernel."""
-    def step():
-        optim.ROUTE_TWO_NORM_TO_TORCH_SGD = False
-        try:
-            opt.step()
-        finally:
-            optim.ROUTE_TWO_NORM_TO_TORCH_SGD = True
-    return step
-
-
 def quartiles(xs: list[float]) -> tuple[float, float, float]:
     q1, q2, q3 = statistics.quantiles(xs, n=4)
     return q1, q2, q3
@@ -126,13 +111,11 @@ def main() -> None:
     sgd_fused = torch.optim.SGD(params, lr=1e-3, momentum=0.9, fused=True)
     sgd_foreach = torch.optim.SGD(params, lr=1e-3, momentum=0.9, foreach=True)
     candidates = [(potential, name) for potential in POTENTIALS for name in PATHS]
-    candidates.insert(1, ("2-norm", "own"))  # this package's kernel instead of torch's fused SGD (see optim)
     optimizers, first_steps = [], []
     for potential, name in candidates:
-        opt = MirrorDescent(params, lr=1e-3, momentum=0.9, potential=potential, **PATHS.get(name, PATHS["fused"]))
-        step = own_kernel_step(opt) if name == "own" else opt.step
-        first_steps.append(timed(step)[0])  # allocates the momentum buffers
-        optimizers.append(step)
+        opt = MirrorDescent(params, lr=1e-3, momentum=0.9, potential=potential, **PATHS[name])
+        first_steps.append(timed(opt.step)[0])  # allocates the momentum buffers
+        optimizers.append(opt.step)
     sgd_fused.step()
     sgd_foreach.step()
 

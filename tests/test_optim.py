@@ -515,95 +515,84 @@ def test_low_precision_is_computed_in_float32_and_rounded_once(name, dtype, pote
     assert buffer.dtype == torch.float32 and torch.equal(buffer, g32)
 
 
-# ---------------------------------------------------------------- the 2-norm on torch's fused SGD kernel
-
-
-@pytest.fixture
-def sgd_calls(monkeypatch):
-    """Count calls of the 2-norm's fused path (torch's fused SGD kernel on checked blocks of 16 elements)."""
-    monkeypatch.setattr(optim, "_SGD_BLOCK", 16)
-    calls = []
-    kernel = optim._sgd_kernel()
-
-    def counted(*args):
-        calls.append(len(args[0]))
-        return kernel(*args)
-
-    monkeypatch.setattr(optim, "_sgd_kernel", lambda: counted)
-    return calls
+# ---------------------------------------------------------------- the 2-norm is torch's fused SGD
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("kwargs", SGD_SETTINGS, ids=lambda k: ",".join(k) or "plain")
-def test_2_norm_fused_path_is_torch_fused_sgd(sgd_calls, kwargs, dtype):
-    """The fused 2-norm path runs torch's fused SGD kernel block by block: it gives what
-    torch.optim.SGD(fused=True) gives, and what this package's own kernel and the foreach path give."""
-    ours, opt = run(lambda p: MirrorDescent(p, lr=0.05, potential="2-norm", **path("fused"), **kwargs), dtype=dtype, steps=20)
-    assert sgd_calls == [len(SHAPES)] * 20
-    ref, ref_opt = run(lambda p: torch.optim.SGD(p, lr=0.05, fused=True, **kwargs), dtype=dtype, steps=20)
-    foreach, _ = run(lambda p: MirrorDescent(p, lr=0.05, potential="2-norm", **path("foreach"), **kwargs), dtype=dtype, steps=20)
-    optim.ROUTE_TWO_NORM_TO_TORCH_SGD = False
-    try:
-        own, _ = run(lambda p: MirrorDescent(p, lr=0.05, potential="2-norm", **path("fused"), **kwargs), dtype=dtype, steps=20)
-    finally:
-        optim.ROUTE_TWO_NORM_TO_TORCH_SGD = True
-    assert len(sgd_calls) == 20  # the own kernel did not go through torch's
+def test_2_norm_fused_path_is_torch_fused_sgd(kwargs, dtype):
+    """The fused 2-norm step gives what torch.optim.SGD(fused=True) gives (weights and momentum
+    buffers), on tensors long enough for the vector loop, its tail and two threads' ranges."""
+    shapes = SHAPES + [(40_003,)]
+    gen = torch.Generator().manual_seed(3)
+    grads = [[torch.randn(s, generator=gen, dtype=dtype) * 0.1 for s in shapes] for _ in range(20)]
+    results = []
+    for factory in (lambda p: MirrorDescent(p, lr=0.05, potential="2-norm", **path("fused"), **kwargs),
+                    lambda p: torch.optim.SGD(p, lr=0.05, fused=True, **kwargs)):
+        params = make_weights(0, dtype, shapes)
+        opt = factory(params)
+        for gs in grads:
+            for p, g in zip(params, gs):
+                p.grad = g.clone()
+            opt.step()
+        buffers = [opt.state[p]["momentum_buffer"] for p in params] if kwargs.get("momentum") else []
+        results.append([p.detach() for p in params] + buffers)
+    assert len(results[0]) == len(results[1])
     tol = dict(rtol=1e-6, atol=1e-7) if dtype == torch.float32 else dict(rtol=1e-13, atol=1e-15)
-    for a, b, c, d in zip(ours, ref, foreach, own):
+    for a, b in zip(*results):
         torch.testing.assert_close(a, b, **tol)
-        torch.testing.assert_close(a, c, **tol)
-        torch.testing.assert_close(a, d, **tol)
-    if kwargs.get("momentum"):
-        for p, q in zip(opt.param_groups[0]["params"], ref_opt.param_groups[0]["params"]):
-            torch.testing.assert_close(opt.state[p]["momentum_buffer"], ref_opt.state[q]["momentum_buffer"], **tol)
 
 
-def test_2_norm_low_precision_uses_the_own_kernel(sgd_calls):
-    """float16 weights keep float32 buffers, which torch's fused SGD cannot take: the own kernel runs."""
-    params = [torch.randn(40, dtype=torch.float16).requires_grad_(), torch.randn(40).requires_grad_()]
-    opt = MirrorDescent(params, lr=0.1, momentum=0.9, **path("fused"))
-    for p in params:
-        p.grad = torch.ones_like(p)
+def test_fused_step_bumps_version_counters():
+    """The kernel writes through data pointers and bumps the version counters, as in-place ops do
+    (autograd then refuses a backward through a graph that saved the old weight)."""
+    w = torch.randn(50, requires_grad=True)
+    opt = MirrorDescent([w], lr=0.1, momentum=0.9, **path("fused"))
+    w.grad = torch.ones_like(w)
     opt.step()
-    assert sgd_calls == [] and opt.state[params[0]]["momentum_buffer"].dtype == torch.float32
+    buf = opt.state[w]["momentum_buffer"]
+    versions = w._version, buf._version
+    loss = (w * w).sum()  # saves w for backward
+    w.grad = torch.ones_like(w)
+    opt.step()
+    assert w._version == versions[0] + 1 and buf._version == versions[1] + 1
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
 
 
 @pytest.mark.parametrize("where", ["gradient", "weight", "momentum buffer"])
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
-def test_2_norm_fused_non_finite_matches_the_own_kernel(sgd_calls, where, bad):
-    """A non-finite element in the middle block of a parameter: the same error as the own kernel,
-    and the same elements written (every finite one of that parameter; none after it)."""
-    outcome = []
-    for route in (True, False):
-        optim.ROUTE_TWO_NORM_TO_TORCH_SGD = route
-        try:
-            params = make_weights(3, dtype=torch.float32, shapes=[(10,), (70,), (33,)])
-            opt = MirrorDescent(params, lr=0.1, momentum=0.9, potential="2-norm", **path("fused"))
-            gen = torch.Generator().manual_seed(1)
-            set_grads(params, gen)
-            opt.step()
-            set_grads(params, gen)
-            with torch.no_grad():
-                target = {"gradient": params[1].grad, "weight": params[1], "momentum buffer": opt.state[params[1]]["momentum_buffer"]}[where]
-                target[37] = bad
-            before = [p.detach().clone() for p in params]
-            with pytest.raises(FloatingPointError, match=rf"non-finite {where} \(nan or inf\) in parameter 1 of param group 0 \(shape \(70,\)\)"):
-                opt.step()
-        finally:
-            optim.ROUTE_TWO_NORM_TO_TORCH_SGD = True
-        after = [p.detach().clone() for p in params]
-        changed = (after[1] != before[1]) & ~(after[1].isnan() & before[1].isnan())
-        assert not bool(changed[37]) and bool(changed[:37].all()) and bool(changed[38:].all())
-        assert not torch.equal(after[0], before[0]) and torch.equal(after[2], before[2])
-        outcome.append((after, [opt.state[p]["momentum_buffer"].clone() for p in params]))
-    assert len(sgd_calls) == 2  # the routed runs' two steps
-    for a, b in zip(*[o[0] + o[1] for o in outcome]):
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, equal_nan=True)
+def test_2_norm_fused_non_finite_writes_the_finite_elements(where, bad):
+    """A non-finite element in the middle of a parameter: the error names it; every finite element
+    of that parameter and the parameters before it were written, the parameters after it were not."""
+    params = make_weights(3, dtype=torch.float32, shapes=[(10,), (70,), (33,)])
+    opt = MirrorDescent(params, lr=0.1, momentum=0.9, potential="2-norm", **path("fused"))
+    gen = torch.Generator().manual_seed(1)
+    set_grads(params, gen)
+    opt.step()
+    set_grads(params, gen)
+    with torch.no_grad():
+        target = {"gradient": params[1].grad, "weight": params[1], "momentum buffer": opt.state[params[1]]["momentum_buffer"]}[where]
+        target[37] = bad
+    before = [p.detach().clone() for p in params]
+    buffers = [opt.state[p]["momentum_buffer"].clone() for p in params]
+    expected = [p.detach() - 0.1 * (0.9 * b + p.grad) for p, b in zip(params, buffers)]
+    with pytest.raises(FloatingPointError, match=rf"non-finite {where} \(nan or inf\) in parameter 1 of param group 0 \(shape \(70,\)\)"):
+        opt.step()
+    after = [p.detach() for p in params]
+    torch.testing.assert_close(after[0], expected[0], rtol=1e-6, atol=1e-7)
+    finite = torch.ones(70, dtype=torch.bool)
+    finite[37] = False
+    torch.testing.assert_close(after[1][finite], expected[1][finite], rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(after[1][37], before[1][37], rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(after[2], before[2]) and torch.equal(opt.state[params[2]]["momentum_buffer"], buffers[2])
+    buffer = opt.state[params[1]]["momentum_buffer"]
+    torch.testing.assert_close(buffer[37], buffers[1][37], rtol=0, atol=0, equal_nan=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("saved_with, loaded_into", [("fused", "fused"), ("fused", "foreach"), ("foreach", "fused"), ("single", "fused")])
-def test_2_norm_state_dict_round_trip_across_paths(tmp_path, sgd_calls, saved_with, loaded_into, dtype):
+def test_2_norm_state_dict_round_trip_across_paths(tmp_path, saved_with, loaded_into, dtype):
     """Checkpoint after 3 steps on one path, resume on another: bit for bit what switching in place gives."""
     kwargs = dict(lr=0.02, momentum=0.9, nesterov=True, weight_decay=1e-3, potential="2-norm")
     gen = torch.Generator().manual_seed(5)
@@ -637,4 +626,3 @@ def test_2_norm_state_dict_round_trip_across_paths(tmp_path, sgd_calls, saved_wi
         assert torch.equal(a, b)
     for p, q in zip(straight, resumed):
         assert torch.equal(opt.state[p]["momentum_buffer"], opt2.state[q]["momentum_buffer"])
-    assert len(sgd_calls) > 0

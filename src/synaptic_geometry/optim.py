@@ -23,14 +23,11 @@ Three implementations, chosen at run time like SGD's (``fused`` and ``foreach``)
   the dual step and the map back are computed in registers, and the weight and buffer are written
   once. The kernel is built by ``torch.utils.cpp_extension`` the first time it is needed (about
   15 s, once per machine and source version; cached in torch's extension directory, see
-  ``TORCH_EXTENSIONS_DIR``), for the CPU's vector instruction set (AVX-512, AVX2 or plain C++);
-  For the 2-norm (float32 and float64), where mirror descent is SGD, the update itself is torch's
-  own fused SGD kernel (``torch._fused_sgd_``, what ``torch.optim.SGD(fused=True)`` runs): each
-  parameter is cut into blocks that fit in a core's L2 cache, each block is first run dry through
-  this kernel's arithmetic without stores (the non-finite test below, reading the weight, gradient
-  and buffer), then updated by torch's kernel from the cache; a block that fails the test is
-  updated by this kernel instead, so what is written is the same as for every other potential
-  (``ROUTE_TWO_NORM_TO_TORCH_SGD = False`` runs the 2-norm on this kernel too);
+  ``TORCH_EXTENSIONS_DIR``), for the CPU's vector instruction set (AVX-512, AVX2 or plain C++).
+  The 2-norm runs on it too: there mirror descent is SGD, and the kernel's pass is what
+  ``torch.optim.SGD(fused=True)`` computes, plus the non-finite test below (running the 2-norm
+  through torch's own fused SGD kernel on blocks checked just before measured slower, about 1.2x
+  this kernel's time, and was removed);
 * the multi-tensor path (``torch._foreach_*`` ops), which walks the parameters in cache-sized
   chunks (views, no copies) with one small scratch buffer, so the several elementwise passes of a
   mirror step stay in cache and no parameter-sized temporary is ever allocated;
@@ -84,6 +81,7 @@ at the price of one more read of every gradient (about a third of an SGD step on
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import os
 import sys
@@ -123,13 +121,6 @@ _CAPABILITY_FLAGS = {
     "AVX2": ["-mavx2", "-mfma"],
     "DEFAULT": [],
 }
-# The fused 2-norm step runs torch's own fused SGD kernel (at::_fused_sgd_) on blocks of this many
-# elements, each checked just before (a block's weight, gradient and buffer, 384 KiB in float32,
-# stay in a core's L2 cache between the check and the update; larger blocks measured slower).
-_SGD_BLOCK = 1 << 15
-_SGD_DTYPES = (torch.float32, torch.float64)
-# False: the 2-norm uses this package's kernel like every other potential (for benchmarks/tests)
-ROUTE_TWO_NORM_TO_TORCH_SGD = True
 # the potentials as numbered by the kernel's enum Kind
 _TWO_NORM, _THREE_NORM, _ONE_POINT_FIVE_NORM, _P_NORM, _NEGATIVE_ENTROPY, _HYPENTROPY = range(6)
 
@@ -139,6 +130,17 @@ def _parse(name: str) -> Potential:
     return get_potential(name)
 
 
+@functools.lru_cache(maxsize=64)
+def _fused_kind(pot: Potential) -> tuple[int, float]:
+    """The kernel's number for ``pot`` and its parameter (p for p-norms, beta for hypentropy)."""
+    if isinstance(pot, PNorm):
+        special = {2.0: _TWO_NORM, 3.0: _THREE_NORM, 1.5: _ONE_POINT_FIVE_NORM}
+        return special.get(float(pot.p), _P_NORM), float(pot.p)
+    if isinstance(pot, NegativeEntropy):
+        return _NEGATIVE_ENTROPY, 0.0
+    return _HYPENTROPY, float(pot.beta)
+
+
 def _state_dtype(p: Tensor) -> torch.dtype:
     """dtype of the momentum buffer and of the dual-space arithmetic for parameter ``p``."""
     return torch.float32 if p.dtype in _LOW_PRECISION else p.dtype
@@ -146,26 +148,29 @@ def _state_dtype(p: Tensor) -> torch.dtype:
 
 @functools.cache
 def _fused_kernel():
-    """The fused step (``torch.ops.synaptic_geometry.mirror_descent_step``), built on first use.
+    """The fused step (the ``step`` function of the kernel's Python module), built on first use.
 
-    Returns None, after one ``RuntimeWarning``, if the kernel cannot be built or loaded.
+    Returns None, after one ``RuntimeWarning``, if the kernel cannot be built or loaded. The
+    module's name holds a digest of the source and flags, so worktrees or installs with different
+    versions of the kernel share torch's extension directory without rebuilding each other's.
     """
     capability = torch.backends.cpu.get_cpu_capability()
     if capability not in _CAPABILITY_FLAGS:
         capability = "DEFAULT"
-    flags = ["-O3", "-fopenmp", f"-DCPU_CAPABILITY={capability}", f"-DCPU_CAPABILITY_{capability}"]
+    flags = ["-O3", "-fopenmp", f"-DCPU_CAPABILITY={capability}", f"-DCPU_CAPABILITY_{capability}",
+             *_CAPABILITY_FLAGS[capability]]
+    digest = hashlib.sha256("\0".join([_KERNEL_SOURCE.read_text(), *flags, torch.__version__]).encode()).hexdigest()
     saved_path = os.environ.get("PATH", "")
     # the pinned ninja lives beside this interpreter, which need not be on PATH (an unactivated venv)
     os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + saved_path
     try:
-        cpp_extension.load(
-            name=f"synaptic_geometry_fused_step_{capability.lower()}",
+        module = cpp_extension.load(
+            name=f"synaptic_geometry_fused_step_{capability.lower()}_{digest[:12]}",
             sources=[str(_KERNEL_SOURCE)],
-            extra_cflags=flags + _CAPABILITY_FLAGS[capability],
+            extra_cflags=flags,
             extra_ldflags=["-fopenmp"],
-            is_python_module=False,
         )
-        return torch.ops.synaptic_geometry.mirror_descent_step
+        return module.step
     except Exception as error:  # any failure to build or load (no compiler, no ninja, ...) means: no fused path
         first_line = (str(error).strip().splitlines() or [""])[0]
         warnings.warn(
@@ -177,13 +182,6 @@ def _fused_kernel():
         return None
     finally:
         os.environ["PATH"] = saved_path
-
-
-def _sgd_kernel():
-    """The fused 2-norm step (``torch.ops.synaptic_geometry.sgd_step``: torch's fused SGD kernel on
-    checked blocks); built with the fused kernel, so call only when :func:`fused_available`."""
-    _fused_kernel()
-    return torch.ops.synaptic_geometry.sgd_step
 
 
 def fused_available() -> bool:
@@ -290,16 +288,19 @@ class MirrorDescent(Optimizer):
                 self.state[p]["momentum_buffer"] = buf.to(device=p.device, dtype=_state_dtype(p), copy=True)
 
     def _init_group(self, group, params, grads, bufs, indices) -> None:
+        with_buffers = group["momentum"] != 0
+        state = self.state
         for index, p in enumerate(group["params"]):
-            if p.grad is None:
+            g = p.grad
+            if g is None:
                 continue
-            if p.grad.is_sparse:
+            if g.is_sparse:
                 raise RuntimeError("MirrorDescent does not support sparse gradients")
             params.append(p)
-            grads.append(p.grad)
+            grads.append(g)
             indices.append(index)
-            if group["momentum"] != 0:
-                bufs.append(self.state[p].get("momentum_buffer"))
+            if with_buffers:
+                bufs.append(state[p].get("momentum_buffer"))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -316,17 +317,28 @@ class MirrorDescent(Optimizer):
             self._init_group(group, params, grads, bufs, indices)
             if not params:
                 continue
+            created = [k for k, buf in enumerate(bufs) if buf is None]  # every path updates the others in place
             mirror_descent(
                 params,
                 grads,
                 bufs,
                 **{key: group[key] for key in _GROUP_SETTINGS},
-                names=[f"parameter {i} of param group {group_index}" for i in indices],
+                names=_Names(indices, group_index),
             )
-            if group["momentum"] != 0:
-                for p, buf in zip(params, bufs):
-                    self.state[p]["momentum_buffer"] = buf
+            for k in created:
+                self.state[params[k]]["momentum_buffer"] = bufs[k]
         return loss
+
+
+class _Names:
+    """The labels of parameters in error messages, made only when one is needed (``names[k]``)."""
+
+    def __init__(self, indices, group: int | None = None):
+        self.indices, self.group = indices, group
+
+    def __getitem__(self, k: int) -> str:
+        where = "" if self.group is None else f" of param group {self.group}"
+        return f"parameter {self.indices[k]}{where}"
 
 
 def mirror_descent(
@@ -357,18 +369,20 @@ def mirror_descent(
     if len(params) != len(grads) or (momentum != 0 and len(momentum_buffer_list) != len(params)):
         raise ValueError("params, grads and momentum_buffer_list must have equal lengths")
     if names is None:
-        names = [f"parameter {i}" for i in range(len(params))]
-    for p, g, name in zip(params, grads, names):
-        if not p.is_floating_point() or g.shape != p.shape or g.dtype != p.dtype or g.device != p.device:
+        names = _Names(range(len(params)))
+    plain_types = (torch.Tensor, torch.nn.Parameter)
+    plain = on_cpu = True
+    for k, (p, g) in enumerate(zip(params, grads)):
+        if not p.is_floating_point() or g.shape != p.shape or g.dtype != p.dtype or (
+                not (p.is_cpu and g.is_cpu) and g.device != p.device):
             raise ValueError(
-                f"{name}: needs a real floating-point weight and a gradient of equal shape, dtype and "
+                f"{names[k]}: needs a real floating-point weight and a gradient of equal shape, dtype and "
                 f"device; got weight {p.dtype} {tuple(p.shape)}, gradient {g.dtype} {tuple(g.shape)}"
             )
+        plain = plain and type(p) in plain_types and type(g) in plain_types
+        on_cpu = on_cpu and p.is_cpu
     if fused and foreach:
         raise ValueError("fused=True and foreach=True cannot both be set; choose one path")
-    plain_types = (torch.Tensor, torch.nn.Parameter)
-    plain = all(type(p) in plain_types and type(g) in plain_types for p, g in zip(params, grads))
-    on_cpu = all(p.device.type == "cpu" for p in params)
     if fused is None:  # the fastest path that applies (see the module docstring)
         fused = foreach is None and plain and on_cpu and _fused_kernel() is not None
     if fused:
@@ -689,47 +703,38 @@ def _foreach_dual_step(W, D, lr: float, pot: Potential, T, S, check) -> None:
             torch.addcmul(t, w, s, value=-1, out=w)
 
 
-def _fused_kind(pot: Potential) -> tuple[int, float]:
-    """The kernel's number for ``pot`` and its parameter (p for p-norms, beta for hypentropy)."""
-    if isinstance(pot, PNorm):
-        special = {2.0: _TWO_NORM, 3.0: _THREE_NORM, 1.5: _ONE_POINT_FIVE_NORM}
-        return special.get(float(pot.p), _P_NORM), float(pot.p)
-    if isinstance(pot, NegativeEntropy):
-        return _NEGATIVE_ENTROPY, 0.0
-    return _HYPENTROPY, float(pot.beta)
-
-
 def _fused_mirror_descent(params, grads, bufs, *, lr, momentum, dampening, nesterov, weight_decay, maximize, potential, names):
-    fused, others = [], []
-    for i, (p, g) in enumerate(zip(params, grads)):  # the kernel needs contiguous tensors, buffers in the state dtype
-        b = bufs[i] if momentum != 0 else None
-        takes = p.is_contiguous() and g.is_contiguous() and (
-            b is None or (b.is_contiguous() and b.dtype == _state_dtype(p) and b.device == p.device))
-        (fused if takes else others).append(i)
-    _single_tensor_subset(others, params, grads, bufs, lr=lr, momentum=momentum, dampening=dampening,
-                          nesterov=nesterov, weight_decay=weight_decay, maximize=maximize,
-                          potential=potential, names=names)
-    fresh = []
-    if momentum != 0:
-        for i in fused:
-            fresh.append(int(bufs[i] is None))
-            if bufs[i] is None:  # zeros: an element that is not written keeps a zero buffer
-                bufs[i] = torch.zeros_like(params[i], dtype=_state_dtype(params[i]))
-    kind, parameter = _fused_kind(potential)
-    weights = [params[i] for i in fused]
-    buffers = [bufs[i] for i in fused] if momentum != 0 else []
-    gradients = [grads[i] for i in fused]
-    if kind == _TWO_NORM and ROUTE_TWO_NORM_TO_TORCH_SGD and all(w.dtype in _SGD_DTYPES for w in weights):
-        # mirror descent in the 2-norm is SGD: torch's fused SGD kernel, block by block after the check
-        stopped = _sgd_kernel()(weights, gradients, buffers, fresh, lr, momentum, dampening, weight_decay,
-                                nesterov, maximize, _SGD_BLOCK)
+    has_buffer = momentum != 0
+    # the kernel takes contiguous CPU tensors, and momentum buffers in the state dtype
+    if has_buffer:
+        takes = [p.is_contiguous() and g.is_contiguous() and (
+                 b is None or (b.is_cpu and b.is_contiguous() and b.dtype == _state_dtype(p)))
+                 for p, g, b in zip(params, grads, bufs)]
     else:
-        stopped = _fused_kernel()(weights, gradients, buffers, fresh, kind, lr, momentum, dampening,
-                                  weight_decay, nesterov, maximize, parameter)
-    torch.autograd.graph.increment_version(weights + buffers)  # the kernel wrote through data pointers
+        takes = [p.is_contiguous() and g.is_contiguous() for p, g in zip(params, grads)]
+    if all(takes):  # the common case: the lists as they are
+        fused = range(len(params))
+        weights, gradients, buffers = params, grads, bufs if has_buffer else []
+    else:
+        others = [i for i, ok in enumerate(takes) if not ok]
+        _single_tensor_subset(others, params, grads, bufs, lr=lr, momentum=momentum, dampening=dampening,
+                              nesterov=nesterov, weight_decay=weight_decay, maximize=maximize,
+                              potential=potential, names=names)
+        fused = [i for i, ok in enumerate(takes) if ok]
+        weights, gradients = [params[i] for i in fused], [grads[i] for i in fused]
+        buffers = [bufs[i] for i in fused] if has_buffer else []
+    fresh = [int(b is None) for b in buffers]
+    if any(fresh):
+        for k, i in enumerate(fused):
+            if fresh[k]:  # zeros: an element that is not written keeps a zero buffer
+                bufs[i] = buffers[k] = torch.zeros_like(params[i], dtype=_state_dtype(params[i]))
+    kind, parameter = _fused_kind(potential)
+    # the kernel bumps the version counters of the tensors it writes, as in-place ops do
+    stopped = _fused_kernel()(weights, gradients, buffers, fresh, kind, lr, momentum, dampening,
+                              weight_decay, nesterov, maximize, parameter)
     if stopped >= 0:
         i = fused[stopped]
-        buf = bufs[i] if momentum != 0 and not fresh[stopped] else None
+        buf = bufs[i] if has_buffer and not fresh[stopped] else None
         raise _fused_error(params[i], grads[i], buf, names[i])
 
 
