@@ -649,3 +649,29 @@ def test_fused_fast_paths_match_the_single_tensor_path(potential, dtype):
         out.append(w.detach())
     tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-11, atol=1e-13)
     torch.testing.assert_close(out[0], out[1], **tol)
+
+
+@pytest.mark.parametrize("bad_at", [5, 69_990])  # in the first thread's half, in the second's
+def test_fused_non_finite_on_two_threads_stops_at_that_parameter(bad_at):
+    """With two threads sharing each parameter, a non-finite gradient found by either thread stops
+    the step after that parameter: the one before it was updated, the one after it untouched."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        params = make_weights(6, torch.float32, shapes=[(70_000,)] * 3)
+        opt = MirrorDescent(params, lr=0.1, momentum=0.9, potential="3-norm", **path("fused"))
+        gen = torch.Generator().manual_seed(2)
+        set_grads(params, gen)
+        params[1].grad[bad_at] = math.nan
+        before = [p.detach().clone() for p in params]
+        reference = before[0].clone().requires_grad_()  # parameter 0's step on the single-tensor path
+        reference.grad = params[0].grad.clone()
+        MirrorDescent([reference], lr=0.1, momentum=0.9, potential="3-norm", **path("single")).step()
+        with pytest.raises(FloatingPointError, match=r"non-finite gradient \(nan or inf\) in parameter 1 of param group 0"):
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(params[0].detach(), reference.detach(), rtol=1e-6, atol=1e-7)
+    assert torch.equal(params[2].detach(), before[2])
+    changed = params[1].detach() != before[1]
+    assert not bool(changed[bad_at]) and float(changed.float().mean()) > 0.99

@@ -29,6 +29,10 @@
 #include <type_traits>
 #include <vector>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 namespace {
 
 using at::vec::Vectorized;
@@ -165,90 +169,115 @@ V update(V w, V g, V b, const Hyper<S>& h, V& w_new, V& b_new) {
   }
 }
 
-// One tensor: weights and gradients of type P, buffer and arithmetic of type S. True if all finite.
+// Elements [begin, end) of one tensor: weights and gradients of type P, buffer and arithmetic of
+// type S. True if every element was finite.
 template <int64_t K, int M, typename P, typename S>
-bool step_tensor(P* w_data, const P* g_data, S* b_data, int64_t n, const Hyper<S>& hyper) {
+bool step_range(P* __restrict__ w, const P* __restrict__ g, S* __restrict__ b, int64_t begin, int64_t end,
+                const Hyper<S>& hyper) {
   constexpr bool has_buffer = M != PLAIN;
   constexpr bool reads_buffer = M == CARRY || M == CARRY_NESTEROV;
-  std::atomic<bool> finite{true};
-  constexpr int64_t unit = CACHE_LINE / sizeof(P);  // elements per cache line
-  at::parallel_for(0, (n + unit - 1) / unit, GRAIN / unit, [&](int64_t first_unit, int64_t end_unit) {
-    const Hyper<S> h = hyper;  // a local copy: the stores below cannot alias it, so it stays in registers
-    P* __restrict__ w = w_data;
-    const P* __restrict__ g = g_data;
-    S* __restrict__ b = b_data;
-    const int64_t begin = first_unit * unit, end = std::min(end_unit * unit, n);
-    int64_t i = begin;
-    bool all_finite = true;
-    if constexpr (std::is_same_v<P, S>) {  // float32 and float64: vectorized
-      using V = Vectorized<S>;
-      constexpr int all_lanes = (1 << V::size()) - 1;
-      for (; i + V::size() <= end; i += V::size()) {
-        V wv = V::loadu(w + i), gv = V::loadu(g + i);
-        V bv = reads_buffer ? V::loadu(b + i) : V(0);
-        V w_new, b_new;
-        V s = update<K, M, V, S>(wv, gv, bv, h, w_new, b_new);
-        if (s.zero_mask() == all_lanes) {  // every lane finite: the common case
-          w_new.store(w + i);
-          if constexpr (has_buffer) b_new.store(b + i);
-        } else {  // write the finite lanes only
-          where_finite(s, w_new, wv).store(w + i);
-          if constexpr (has_buffer) where_finite(s, b_new, bv).store(b + i);
-          all_finite = false;
-        }
-      }
-    }
-    for (; i < end; ++i) {  // the tail, and float16/bfloat16 weights (computed in S = float32)
-      S wv = static_cast<S>(w[i]);
-      S bv = reads_buffer ? b[i] : S(0);
-      S w_new, b_new = 0;
-      S s = update<K, M, S, S>(wv, static_cast<S>(g[i]), bv, h, w_new, b_new);
-      P w_out = static_cast<P>(w_new);  // rounding to float16 may overflow
-      if (s == 0 && static_cast<S>(w_out) - static_cast<S>(w_out) == 0) {
-        w[i] = w_out;
-        if constexpr (has_buffer) b[i] = b_new;
-      } else {
+  const Hyper<S> h = hyper;  // a local copy: the stores below cannot alias it, so it stays in registers
+  int64_t i = begin;
+  bool all_finite = true;
+  if constexpr (std::is_same_v<P, S>) {  // float32 and float64: vectorized
+    using V = Vectorized<S>;
+    constexpr int all_lanes = (1 << V::size()) - 1;
+    for (; i + V::size() <= end; i += V::size()) {
+      V wv = V::loadu(w + i), gv = V::loadu(g + i);
+      V bv = reads_buffer ? V::loadu(b + i) : V(0);
+      V w_new, b_new;
+      V s = update<K, M, V, S>(wv, gv, bv, h, w_new, b_new);
+      if (s.zero_mask() == all_lanes) {  // every lane finite: the common case
+        w_new.store(w + i);
+        if constexpr (has_buffer) b_new.store(b + i);
+      } else {  // write the finite lanes only
+        where_finite(s, w_new, wv).store(w + i);
+        if constexpr (has_buffer) where_finite(s, b_new, bv).store(b + i);
         all_finite = false;
       }
     }
-    if (!all_finite) finite.store(false);
-  });
-  return finite.load();
+  }
+  for (; i < end; ++i) {  // the tail, and float16/bfloat16 weights (computed in S = float32)
+    S wv = static_cast<S>(w[i]);
+    S bv = reads_buffer ? b[i] : S(0);
+    S w_new, b_new = 0;
+    S s = update<K, M, S, S>(wv, static_cast<S>(g[i]), bv, h, w_new, b_new);
+    P w_out = static_cast<P>(w_new);  // rounding to float16 may overflow
+    if (s == 0 && static_cast<S>(w_out) - static_cast<S>(w_out) == 0) {
+      w[i] = w_out;
+      if constexpr (has_buffer) b[i] = b_new;
+    } else {
+      all_finite = false;
+    }
+  }
+  return all_finite;
 }
 
-template <int64_t K, typename P, typename S>
-bool step_typed(const at::Tensor& w, const at::Tensor& g, const at::Tensor* b, int mode, const Hyper<S>& h) {
-  P* wp = w.data_ptr<P>();
-  const P* gp = g.data_ptr<P>();
-  S* bp = b ? b->data_ptr<S>() : nullptr;
-  const int64_t n = w.numel();
+// One tensor's work, with its types and variant resolved before the threads start.
+using RangeFn = bool (*)(void*, const void*, void*, int64_t, int64_t, const void*);
+struct Job {
+  RangeFn fn;
+  void* w;
+  const void* g;
+  void* b;
+  int64_t n, unit;   // elements, and elements per cache line
+  const void* hyper;  // Hyper<float> or Hyper<double>
+};
+
+template <int64_t K, int M, typename P, typename S>
+bool range_fn(void* w, const void* g, void* b, int64_t begin, int64_t end, const void* h) {
+  return step_range<K, M, P, S>(static_cast<P*>(w), static_cast<const P*>(g), static_cast<S*>(b), begin, end,
+                                *static_cast<const Hyper<S>*>(h));
+}
+
+template <int64_t K, typename P, typename S> RangeFn pick_mode(int mode) {
   switch (mode) {
-    case PLAIN: return step_tensor<K, PLAIN, P, S>(wp, gp, bp, n, h);
-    case FRESH: return step_tensor<K, FRESH, P, S>(wp, gp, bp, n, h);
-    case FRESH_NESTEROV: return step_tensor<K, FRESH_NESTEROV, P, S>(wp, gp, bp, n, h);
-    case CARRY: return step_tensor<K, CARRY, P, S>(wp, gp, bp, n, h);
-    default: return step_tensor<K, CARRY_NESTEROV, P, S>(wp, gp, bp, n, h);
+    case PLAIN: return range_fn<K, PLAIN, P, S>;
+    case FRESH: return range_fn<K, FRESH, P, S>;
+    case FRESH_NESTEROV: return range_fn<K, FRESH_NESTEROV, P, S>;
+    case CARRY: return range_fn<K, CARRY, P, S>;
+    default: return range_fn<K, CARRY_NESTEROV, P, S>;
   }
 }
 
-template <int64_t K>
-bool step_one(const at::Tensor& w, const at::Tensor& g, const at::Tensor* b, int mode, const Hyper<double>& hd) {
-  const Hyper<float> hf{static_cast<float>(hd.lr), static_cast<float>(hd.momentum),
-                        static_cast<float>(hd.one_minus_dampening), static_cast<float>(hd.weight_decay),
-                        static_cast<float>(hd.grad_sign), static_cast<float>(hd.exponent),
-                        static_cast<float>(hd.inverse_exponent), static_cast<float>(hd.entropy_rate),
-                        static_cast<float>(hd.beta_squared), hd.exponent_halves, hd.inverse_exponent_halves};
-  switch (w.scalar_type()) {
-    case at::kFloat: return step_typed<K, float, float>(w, g, b, mode, hf);
-    case at::kDouble: return step_typed<K, double, double>(w, g, b, mode, hd);
-    case at::kHalf: return step_typed<K, at::Half, float>(w, g, b, mode, hf);
-    case at::kBFloat16: return step_typed<K, at::BFloat16, float>(w, g, b, mode, hf);
-    default: TORCH_CHECK(false, "fused mirror descent: unsupported dtype ", w.scalar_type());
+template <int64_t K> RangeFn pick_type(at::ScalarType type, int mode) {
+  switch (type) {
+    case at::kFloat: return pick_mode<K, float, float>(mode);
+    case at::kDouble: return pick_mode<K, double, double>(mode);
+    case at::kHalf: return pick_mode<K, at::Half, float>(mode);
+    case at::kBFloat16: return pick_mode<K, at::BFloat16, float>(mode);
+    default: TORCH_CHECK(false, "fused mirror descent: unsupported dtype ", type);
   }
 }
 
-// The step over all tensors (in order); returns the index of the first tensor with a non-finite
-// element, or -1. Bumps the version counter of every tensor it wrote (as an in-place op would).
+RangeFn pick(int64_t kind, at::ScalarType type, int mode) {
+  switch (kind) {
+    case TWO_NORM: return pick_type<TWO_NORM>(type, mode);
+    case THREE_NORM: return pick_type<THREE_NORM>(type, mode);
+    case ONE_POINT_FIVE_NORM: return pick_type<ONE_POINT_FIVE_NORM>(type, mode);
+    case P_NORM: return pick_type<P_NORM>(type, mode);
+    case NEGATIVE_ENTROPY: return pick_type<NEGATIVE_ENTROPY>(type, mode);
+    default: return pick_type<HYPENTROPY>(type, mode);
+  }
+}
+
+// Thread tid's part of a tensor of n elements: whole cache lines, at least GRAIN elements per
+// thread (a small tensor is done by fewer threads).
+void thread_range(int64_t n, int64_t unit, int tid, int team, int64_t& begin, int64_t& end) {
+  const int64_t units = (n + unit - 1) / unit;
+  const int64_t active = std::max<int64_t>(1, std::min<int64_t>(team, n / GRAIN));
+  begin = end = 0;
+  if (tid >= active) return;
+  const int64_t per = (units + active - 1) / active;
+  begin = std::min(units, tid * per) * unit;
+  end = std::min(n, std::min(units, (tid + 1) * per) * unit);
+}
+
+// The step over all tensors, in order; returns the index of the first tensor with a non-finite
+// element, or -1. One team of threads does every tensor (one parallel region per step, not one
+// per tensor): the threads split each tensor, meet at a barrier, and stop together after the
+// first tensor with a non-finite element, so the tensors after it are not touched. Bumps the
+// version counter of every tensor it wrote (as an in-place op would).
 int64_t step(const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& grads,
              const std::vector<at::Tensor>& buffers, const std::vector<int64_t>& fresh, int64_t kind, double lr,
              double momentum, double dampening, double weight_decay, bool nesterov, bool maximize,
@@ -258,37 +287,74 @@ int64_t step(const std::vector<at::Tensor>& weights, const std::vector<at::Tenso
               fresh.size() == weights.size())), "fused mirror descent: lists of unequal lengths");
   TORCH_CHECK(kind >= TWO_NORM && kind <= HYPENTROPY, "fused mirror descent: unknown potential kind ", kind);
   const double exponent = kind == P_NORM ? potential_parameter - 1 : 1;
-  const Hyper<double> h{lr, momentum, 1 - dampening, weight_decay, maximize ? -1.0 : 1.0,
-                        exponent, 1 / exponent, -lr / std::log(2.0),
-                        kind == HYPENTROPY ? potential_parameter * potential_parameter : 0,
-                        halves_of(exponent), halves_of(1 / exponent)};
-  for (size_t t = 0; t < weights.size(); ++t) {
+  const Hyper<double> hd{lr, momentum, 1 - dampening, weight_decay, maximize ? -1.0 : 1.0,
+                         exponent, 1 / exponent, -lr / std::log(2.0),
+                         kind == HYPENTROPY ? potential_parameter * potential_parameter : 0,
+                         halves_of(exponent), halves_of(1 / exponent)};
+  const Hyper<float> hf{static_cast<float>(hd.lr), static_cast<float>(hd.momentum),
+                        static_cast<float>(hd.one_minus_dampening), static_cast<float>(hd.weight_decay),
+                        static_cast<float>(hd.grad_sign), static_cast<float>(hd.exponent),
+                        static_cast<float>(hd.inverse_exponent), static_cast<float>(hd.entropy_rate),
+                        static_cast<float>(hd.beta_squared), hd.exponent_halves, hd.inverse_exponent_halves};
+  const int64_t count = static_cast<int64_t>(weights.size());
+  std::vector<Job> jobs;
+  jobs.reserve(count);
+  for (int64_t t = 0; t < count; ++t) {  // every check before anything is written
     const at::Tensor& w = weights[t];
     const at::Tensor& g = grads[t];
     const at::Tensor* b = has_buffer ? &buffers[t] : nullptr;
-    const at::ScalarType state_type = w.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+    const at::ScalarType type = w.scalar_type();
+    const at::ScalarType state_type = type == at::kDouble ? at::kDouble : at::kFloat;
     TORCH_CHECK(w.device().is_cpu() && g.device().is_cpu() && w.is_contiguous() && g.is_contiguous() &&
-                g.scalar_type() == w.scalar_type() && g.numel() == w.numel() &&
+                g.scalar_type() == type && g.numel() == w.numel() &&
                 (!b || (b->device().is_cpu() && b->is_contiguous() && b->numel() == w.numel() &&
                         b->scalar_type() == state_type)),
                 "fused mirror descent: tensor ", t, " is not a contiguous CPU tensor or does not match its "
                 "gradient/buffer");
     const int mode = !has_buffer ? PLAIN : fresh[t] != 0 ? (nesterov ? FRESH_NESTEROV : FRESH)
                                                          : (nesterov ? CARRY_NESTEROV : CARRY);
-    bool finite;
-    switch (kind) {
-      case TWO_NORM: finite = step_one<TWO_NORM>(w, g, b, mode, h); break;
-      case THREE_NORM: finite = step_one<THREE_NORM>(w, g, b, mode, h); break;
-      case ONE_POINT_FIVE_NORM: finite = step_one<ONE_POINT_FIVE_NORM>(w, g, b, mode, h); break;
-      case P_NORM: finite = step_one<P_NORM>(w, g, b, mode, h); break;
-      case NEGATIVE_ENTROPY: finite = step_one<NEGATIVE_ENTROPY>(w, g, b, mode, h); break;
-      default: finite = step_one<HYPENTROPY>(w, g, b, mode, h); break;
-    }
-    w.unsafeGetTensorImpl()->bump_version();
-    if (b) b->unsafeGetTensorImpl()->bump_version();
-    if (!finite) return static_cast<int64_t>(t);
+    jobs.push_back(Job{pick(kind, type, mode), w.data_ptr(), g.data_ptr(), b ? b->data_ptr() : nullptr,
+                       w.numel(), CACHE_LINE / static_cast<int64_t>(w.element_size()),
+                       type == at::kDouble ? static_cast<const void*>(&hd) : static_cast<const void*>(&hf)});
   }
-  return -1;
+  std::atomic<int64_t> first_bad{count};
+  auto run = [&](int tid, int team) {
+    for (int64_t t = 0; t < count; ++t) {
+      const Job& job = jobs[t];
+      int64_t begin, end;
+      thread_range(job.n, job.unit, tid, team, begin, end);
+      if (begin < end && !job.fn(job.w, job.g, job.b, begin, end, job.hyper)) {
+        int64_t seen = first_bad.load();
+        while (t < seen && !first_bad.compare_exchange_weak(seen, t)) {
+        }
+      }
+#ifdef _OPENMP
+      if (team > 1) {
+#pragma omp barrier
+      }
+#endif
+      // values <= t were stored before this barrier, so every thread stops at the same tensor
+      if (first_bad.load() <= t) break;
+    }
+  };
+  const int threads = at::get_num_threads();
+#ifdef _OPENMP
+  if (threads > 1 && count > 0 && !omp_in_parallel()) {
+#pragma omp parallel num_threads(threads)
+    run(omp_get_thread_num(), omp_get_num_threads());
+  } else {
+    run(0, 1);
+  }
+#else
+  (void)threads;
+  run(0, 1);
+#endif
+  const int64_t stopped = first_bad.load();
+  for (int64_t t = 0; t < std::min(count, stopped + 1); ++t) {
+    weights[t].unsafeGetTensorImpl()->bump_version();
+    if (has_buffer) buffers[t].unsafeGetTensorImpl()->bump_version();
+  }
+  return stopped < count ? stopped : -1;
 }
 
 }  // namespace
