@@ -110,9 +110,9 @@ def test_bad_inputs_raise_clear_errors():
     X, y, w0 = small_problem()
     bad = X.copy()
     bad[0, 0] = np.nan
-    with pytest.raises(ValueError, match="X contains non-finite"):
+    with pytest.raises(ValueError, match="entries of X contain 1 non-finite"):
         bregman_projection(bad, y, w0, "2-norm")
-    with pytest.raises(ValueError, match="y contains non-finite"):
+    with pytest.raises(ValueError, match=f"entries of y contain {y.size} non-finite"):
         bregman_projection(X, np.full_like(y, np.inf), w0, "2-norm")
     with pytest.raises(ValueError, match="not underdetermined"):
         bregman_projection(X[:, :5], y, w0[:5], "2-norm")
