@@ -121,7 +121,7 @@ _KERNEL_SOURCE = Path(__file__).with_name("fused_step.cpp")
 # compiler flags per torch.backends.cpu.get_cpu_capability(); any other capability builds plain C++
 _CAPABILITY_FLAGS = {
     "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma"],
-    "AVX2": ["-mavx2", "-mfma"],
+    "AVX2": ["-mavx2", "-mfma", "-mf16c"],  # F16C: c10::Half conversions use it (every AVX2 CPU has it)
     "DEFAULT": [],
 }
 # the potentials as numbered by the kernel's enum Kind
