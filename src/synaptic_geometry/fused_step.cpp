@@ -82,6 +82,13 @@ template <typename S> Vectorized<S> v_sign(Vectorized<S> x) {
                                              V(single ? S(0x1p50) : S(0x1p500)), V(S(1)));
   return magnitude | (x & V(S(-0.0)));
 }
+#if defined(CPU_CAPABILITY_AVX512)
+// the same from a mask register: +-1 with the sign bit of x where x != 0 (or nan), else 0
+ALWAYS_INLINE Vectorized<float> v_sign(Vectorized<float> x) {
+  const __mmask16 nonzero = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+  return _mm512_maskz_mov_ps(nonzero, Vectorized<float>(1.0f) | (x & Vectorized<float>(-0.0f)));
+}
+#endif
 // float32 exp2 and log2 computed inline. ATen's exp2() and log2() are calls into Sleef, one per
 // vector; around a call every live vector register is saved and restored, and that made negative
 // entropy and the general p-norm compute-bound at several times the memory-bound time of a step.
@@ -102,14 +109,16 @@ ALWAYS_INLINE Mask less(VF a, VF b) { return a < b; }
 ALWAYS_INLINE VF select(Mask m, VF yes, VF no) { return VF::blendv(no, yes, m); }
 #endif
 
+#if !defined(CPU_CAPABILITY_AVX512)
 // 2^k for integers -126 <= k <= 127: the float with biased exponent k + 127 and mantissa 0
 ALWAYS_INLINE VF power_of_two(VI k) { return at::vec::cast<float>((k + VI(127)) << VI(23)); }
+#endif
 
 // 2^x: x = n + f with n = round(x) and |f| <= 1/2; 2^f = e^(f ln 2) by its Taylor polynomial of
 // degree 7 (truncation error below (ln2 / 2)^8 / 8! * 2^(1/2) < 1e-8 relative, so the result is
-// within about 2 ulp of 2^x); 2^n as a product of two powers of two, so that a result beyond the
-// float range overflows to inf or underflows through the subnormals to 0 by IEEE rounding. nan
-// stays nan (the clamp and the arithmetic propagate it).
+// within about 2 ulp of 2^x); then p 2^n by AVX-512's scalef, else as a product of two powers of
+// two, so that a result beyond the float range overflows to inf or underflows through the
+// subnormals to 0 by IEEE rounding. nan stays nan (the clamp and the arithmetic propagate it).
 ALWAYS_INLINE Vectorized<float> v_exp2(VF x) {
   x = at::vec::clamp(x, VF(-151.0f), VF(129.0f));  // beyond these 2^x rounds to 0 or inf
   const VF n = x.round();
@@ -123,9 +132,13 @@ ALWAYS_INLINE Vectorized<float> v_exp2(VF x) {
   p = at::vec::fmadd(p, f, VF(static_cast<float>(ln2 * ln2 / 2)));
   p = at::vec::fmadd(p, f, VF(static_cast<float>(ln2)));
   p = at::vec::fmadd(p, f, VF(1.0f));
+#if defined(CPU_CAPABILITY_AVX512)
+  return _mm512_scalef_ps(p, n);  // p 2^n in one instruction, with IEEE overflow and underflow
+#else
   const VI k = at::vec::convert_to_int_of_same_size(n);  // exact: n is an integer with |n| <= 151
   const VI half = k >> VI(1);
   return p * power_of_two(half) * power_of_two(k - half);
+#endif
 }
 
 // log2 a for a >= 0 (0 gives -inf, inf gives inf, nan gives nan). a = 2^e m with m in
