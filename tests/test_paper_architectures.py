@@ -135,38 +135,40 @@ def _outcomes(loss: dict, reach: set):
 UNIMODAL = {1e-5: 2.0, 1e-4: 1.5, 1e-3: 0.6, 1e-2: 0.2, 1e-1: 0.9, 1.0: 2.3, 10.0: np.inf}
 
 
-def test_bracketed_lowest_loss_stops_one_rate_past_the_minimum():
-    outcome, calls = _outcomes(UNIMODAL, set())
-    tried, index = ft.search("lowest_loss", GRID, 5, 5, 0, outcome, bracket=True)
-    assert tried[index][0] == 1e-2 and calls == [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
-    full, full_index = ft.search("lowest_loss", GRID, 5, 5, 0, _outcomes(UNIMODAL, set())[0])
-    assert full[full_index][0] == tried[index][0] and len(full) == len(GRID)  # same answer, fewer trainings
-    falling = {lr: 1.0 / lr for lr in GRID}  # the loss still falls at the top: the winner sits at the end
-    outcome, calls = _outcomes(falling, set())
-    tried, index = ft.search("lowest_loss", GRID, 5, 5, 0, outcome, bracket=True)
-    assert tried[index][0] == GRID[-1] and calls == GRID
-
-
 @pytest.mark.parametrize("start, expected_calls", [
-    (1e-2, [1e-2, 1e-3, 1e-4]),            # a success: down to the first failure
-    (1e-4, [1e-4, 1e-3]),                  # a failure below the successes: up to the first success
-    (1.0, [1.0, 10.0, 1e-1, 1e-2, 1e-3, 1e-4]),  # a failure above them: up finds none, then down
-    (None, [1e-5, 1e-4, 1e-3]),           # default start: the smallest rate
+    (None, [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]),  # upwards from the smallest rate, one rate past the minimum
+    (1e-2, [1e-2, 1e-1, 1e-3]),              # the start is the minimum: one rate each side
+    (1e-3, [1e-3, 1e-2, 1e-1]),              # the loss falls upwards: walk up
+    (1.0, [1.0, 10.0, 1e-1, 1e-2, 1e-3]),    # it rises upwards (10 diverged): walk down
 ])
-def test_bracketed_smallest_reaching_100_finds_the_full_searchs_rate(start, expected_calls):
+def test_bracketed_lowest_loss_finds_the_full_searchs_rate(start, expected_calls):
+    outcome, calls = _outcomes(UNIMODAL, set())
+    tried, index = ft.search("lowest_loss", GRID, 5, 5, 0, outcome, bracket=True, start_lr=start)
+    assert tried[index][0] == 1e-2 and calls == expected_calls
+    full, full_index = ft.search("lowest_loss", GRID, 5, 5, 0, _outcomes(UNIMODAL, set())[0])
+    assert full[full_index][0] == 1e-2 and len(full) == len(GRID)  # same answer, more trainings
+
+
+def test_bracketed_lowest_loss_at_the_top_of_the_grid_is_a_grid_end():
+    outcome, calls = _outcomes({lr: 1.0 / lr for lr in GRID}, set())  # the loss still falls at the top
+    tried, index = ft.search("lowest_loss", GRID, 5, 5, 0, outcome, bracket=True, start_lr=1e-2)
+    assert tried[index][0] == GRID[-1] and calls == [1e-2, 1e-1, 1.0, 10.0]
+
+
+@pytest.mark.parametrize("start, expected_calls, chosen", [
+    (1e-2, [1e-2, 1e-3, 1e-4], 1e-3),  # a success: down to the first failure
+    (1e-1, [1e-1, 1e-2, 1e-3, 1e-4], 1e-3),
+    (None, [1e-5, 1e-4, 1e-3], 1e-3),  # no start: upwards from the smallest rate, as the full search
+    (1e-4, [1e-4], 1e-4),              # the start does not fit: the search ends, the run does not fit
+])
+def test_bracketed_smallest_reaching_100(start, expected_calls, chosen):
     reach = {1e-3, 1e-2, 1e-1}
     outcome, calls = _outcomes(UNIMODAL, reach)
     tried, index = ft.search("smallest_reaching_100", GRID, 20, 0, 0, outcome, bracket=True, start_lr=start)
-    assert tried[index][0] == 1e-3 and calls == expected_calls
+    assert tried[index][0] == chosen and calls == expected_calls
+    assert (float(tried[index][2]["accuracy"]) >= 1.0) == (chosen in reach)
     full, full_index = ft.search("smallest_reaching_100", GRID, 20, 0, 0, _outcomes(UNIMODAL, reach)[0])
     assert full[full_index][0] == 1e-3
-
-
-def test_bracketed_smallest_reaching_100_without_any_success_falls_back_to_lowest_loss():
-    outcome, calls = _outcomes(UNIMODAL, set())
-    tried, index = ft.search("smallest_reaching_100", GRID, 20, 0, 0, outcome, bracket=True, start_lr=1e-2)
-    assert calls == [1e-2, 1e-1, 1e-3] and tried[index][0] == 1e-2  # the loss rose both ways: lowest kept
-    assert float(tried[index][2]["accuracy"]) < 1.0
     with pytest.raises(ValueError, match="start_lr"):
         ft.search("smallest_reaching_100", GRID, 20, 0, 0, outcome, bracket=True, start_lr=3e-3)
 
@@ -181,6 +183,7 @@ def test_search_options_enter_the_key_only_when_set():
     assert ft.unit_params(small, 1e-2, 20)["stop_at_100"] is True
     assert "stop_at_100" not in ft.unit_params(plain, 1e-2, 20)
     assert ft.base_units([ft.run_params("mlp-tiny", "2-norm", 0, pre, lr_grid=GRID, bracket=True)]) == []
+    assert ft.run_params("mlp-tiny", "2-norm", 0, pre, lr_grid=GRID, bracket=True, start_lr=1e-2)["start_lr"] == 1e-2
     for bad in ({"start_lr": 1e-2}, {"start_lr": 3e-3, "bracket": True}):
         with pytest.raises(ValueError, match="start_lr"):
             ft.run_params("mlp-tiny", "2-norm", 0, pre, lr_grid=GRID, lr_rule="smallest_reaching_100", **bad)

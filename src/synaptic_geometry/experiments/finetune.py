@@ -32,7 +32,7 @@ The protocol is a set of named options, validated and stored in each run's param
   Three options cut the search's cost (:func:`run_params`): ``stop_at_100`` ends each training at
   the first epoch at 100% training accuracy (the small-change rule's "stop as soon as the data are
   fit"); ``bracket`` stops the search once its answer is bracketed inside the grid; ``start_lr``
-  starts a bracketed ``smallest_reaching_100`` search at a given rate (e.g. the published rule's).
+  starts a bracketed search at a given rate (e.g. the small-change search at the published rule's).
 * Every run records the change magnitude under the trained potential, the relative change of the
   weights themselves, the fraction of analysed weights that crossed zero, the chosen rate, the
   epochs and the training accuracy (:data:`RECORD_FIELDS`).
@@ -415,10 +415,9 @@ def run_params(arch: str, potential: str, seed: int, pretraining: dict, lr_grid:
         raise ValueError(f"n_samples must be at least 2 (or None for floor(sqrt(D))); got {n_samples}")
     if pretraining.get("arch") != arch:
         raise ValueError(f"pretraining parameters are for {pretraining.get('arch')!r}, not {arch!r}")
-    if start_lr is not None and (not bracket or lr_rule != "smallest_reaching_100"
-                                 or float(start_lr) not in [float(lr) for lr in lr_grid]):
-        raise ValueError(f"start_lr needs bracket=True, lr_rule='smallest_reaching_100' and a rate of the grid; "
-                         f"got start_lr={start_lr}, bracket={bracket}, lr_rule={lr_rule!r}, grid {list(lr_grid)}")
+    if start_lr is not None and (not bracket or float(start_lr) not in [float(lr) for lr in lr_grid]):
+        raise ValueError(f"start_lr needs bracket=True and a rate of the grid; "
+                         f"got start_lr={start_lr}, bracket={bracket}, grid {list(lr_grid)}")
     search_options = {**({"stop_at_100": True} if stop_at_100 else {}), **({"bracket": True} if bracket else {}),
                       **({"start_lr": float(start_lr)} if start_lr is not None else {})}
     return {"arch": arch, "potential": check_potential(potential), "seed": int(seed), "pretraining": dict(pretraining),
@@ -512,15 +511,15 @@ def search(lr_rule: str, lr_grid: Sequence[float], epochs: int, extra_epochs: in
     ``extra_epochs`` more epochs, at most ``max_extensions`` times. A diverged rate has an
     infinite loss and is never preferred to a finite one.
 
-    ``bracket=True`` stops as soon as the answer is bracketed inside the grid, assuming the loss
-    after a fixed number of epochs falls with the rate up to its best rate and rises above it, and
-    that the rates reaching 100% form one run of neighbouring grid rates. ``lowest_loss`` then
-    tries the rates upwards and stops at the first whose loss exceeds the lowest so far.
-    ``smallest_reaching_100`` starts at ``start_lr`` (a grid rate; default the smallest): if it
-    reaches 100%, it walks down to the first rate that does not and takes the one above it;
-    otherwise it walks up, then down, each way until a rate reaches 100% or the loss rises (if none
-    reaches it, the lowest loss among the rates tried is kept, as in the full search). The answer
-    is the same as the full search's when the assumptions hold, at fewer trainings.
+    ``bracket=True`` tries only the rates needed to bracket the answer inside the grid, from the
+    grid rate ``start_lr`` (default the smallest). ``lowest_loss`` tries the start and the rate
+    above it, then walks in the direction in which the loss fell, one rate at a time, until the
+    loss stops falling (assumption: the loss after a fixed number of epochs falls with the rate up
+    to its best rate and rises above it). ``smallest_reaching_100`` walks down from a start that
+    reaches 100% to the first rate that does not (assumption: the rates that fit are neighbours
+    in the grid, and the published rule's rate, the start, is among them when any is); a start
+    that does not reach 100% ends the search (the run does not fit); without ``start_lr`` it walks
+    up from the smallest rate as the full search does.
     """
     if lr_rule not in LR_RULES:
         raise ValueError(f"unknown lr_rule {lr_rule!r}; known: {', '.join(LR_RULES)}")
@@ -538,15 +537,14 @@ def search(lr_rule: str, lr_grid: Sequence[float], epochs: int, extra_epochs: in
             tried.append((lr, n_epochs, result))
             return result
 
-        if lr_rule == "smallest_reaching_100" and bracket:
-            _bracket_smallest_reaching(grid, grid.index(start_lr) if start_lr is not None else 0, attempt)
+        start = grid.index(start_lr) if start_lr is not None else 0
+        if bracket and lr_rule == "lowest_loss":
+            _bracket_lowest_loss(grid, start, attempt)
+        elif bracket and start_lr is not None:
+            _bracket_smallest_reaching(grid, start, attempt)
         else:
             for lr in grid:
-                result = attempt(lr)
-                if lr_rule == "smallest_reaching_100" and float(result["accuracy"]) >= 1.0:
-                    break
-                losses = [float(t[2]["loss"]) for t in tried[first:]]
-                if bracket and float(result["loss"]) > min(losses):
+                if float(attempt(lr)["accuracy"]) >= 1.0 and lr_rule == "smallest_reaching_100":
                     break
         chosen = _choose(lr_rule, tried, first)
         if float(tried[chosen][2]["accuracy"]) >= 1.0:
@@ -554,31 +552,34 @@ def search(lr_rule: str, lr_grid: Sequence[float], epochs: int, extra_epochs: in
     return tried, chosen
 
 
-def _bracket_smallest_reaching(grid: Sequence[float], start: int, attempt: Callable[[float], dict]) -> None:
-    """Try rates of ``grid`` from index ``start`` until the smallest rate reaching 100% is bracketed.
+def _bracket_lowest_loss(grid: Sequence[float], start: int, attempt: Callable[[float], dict]) -> None:
+    """Try rates of ``grid`` from index ``start`` until the lowest loss is bracketed (see :func:`search`)."""
+    def loss(i: int) -> float:
+        return float(attempt(grid[i])["loss"])
 
-    From a start that reaches 100%: down to the first rate that does not. From one that does not:
-    up, then down, each way to the first rate that reaches 100% or whose loss rises (past the
-    lowest loss, where no rate fits better), and from a success found below, down to a failure."""
-    def walk(indices: Sequence[int], loss: float) -> int | None:
-        for i in indices:  # the first success, or None once the loss rises
-            result = attempt(grid[i])
-            if float(result["accuracy"]) >= 1.0:
-                return i
-            if float(result["loss"]) > loss:
-                return None
-            loss = float(result["loss"])
-        return None
-
-    result = attempt(grid[start])
-    if float(result["accuracy"]) < 1.0:
-        loss = float(result["loss"])
-        if walk(range(start + 1, len(grid)), loss) is not None:
-            return  # the first success above a failure is the smallest
-        start = walk(range(start - 1, -1, -1), loss)
-        if start is None:
+    best = loss(start)
+    if start + 1 < len(grid):
+        above = loss(start + 1)
+        if above < best:  # the loss falls upwards: walk up
+            best = above
+            for i in range(start + 2, len(grid)):
+                current = loss(i)
+                if current >= best:
+                    return
+                best = current
             return
-    for i in range(start - 1, -1, -1):  # down from a success to the first failure
+    for i in range(start - 1, -1, -1):  # otherwise walk down
+        current = loss(i)
+        if current >= best:
+            return
+        best = current
+
+
+def _bracket_smallest_reaching(grid: Sequence[float], start: int, attempt: Callable[[float], dict]) -> None:
+    """From index ``start``, if it reaches 100%, try rates downwards to the first that does not."""
+    if float(attempt(grid[start])["accuracy"]) < 1.0:
+        return
+    for i in range(start - 1, -1, -1):
         if float(attempt(grid[i])["accuracy"]) < 1.0:
             return
 
