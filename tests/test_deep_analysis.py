@@ -125,3 +125,32 @@ def test_record_summary_and_identified_fraction():
     frac = da.identified_fraction(out, ["statistic"]).set_index("statistic")
     assert frac.loc["raw", "identified"] == 0.5 and frac.loc["corrected", "identified"] == 1.0
     assert frac.loc["raw", "margin"] == pytest.approx(np.median([-0.1, 0.1]) / 0.02)
+
+
+def test_unit_sweep_resumes_after_a_kill(tmp_path):
+    """The sweep of single-rate units killed after its first stored unit recomputes only the missing
+    units, and the runs then find every unit they need in the store (none trained twice)."""
+    runs = tiny_plan(["2-norm", "negative_entropy", "3-norm"])
+    units = ft.base_units(runs)
+    root = tmp_path / "store"
+    script = textwrap.dedent(f"""
+        from synaptic_geometry.experiments import deep_analysis as da, finetune as ft
+        runs = da.chapter_plan(["mlp-tiny"], ["2-norm", "negative_entropy", "3-norm"], [0], {PRETRAINING!r},
+                               {PROTOCOLS!r}, dataset="digits-embedded", **{OPTIONS!r})
+        ft.run_all(runs, root={str(root)!r}, executor="serial", progress=False)
+    """)
+
+    def stored_units() -> list[dict]:
+        return [u for u in units if ft.is_done(ft.finetune_unit, {"params": u}, root)]
+
+    kill_when(script, lambda: len(stored_units()) >= 1, timeout=300)
+    done = stored_units()
+    assert 1 <= len(done) < len(units)  # killed inside the unit sweep
+    assert not any(ft.is_done(ft.finetune, {"params": r}, root) for r in runs)
+    stamps = {path: path.stat().st_mtime_ns for path in (ft.finetune_unit.path(u, root=root) for u in done)}
+    first, second, third = ft.run_all(runs, root=root, executor="serial", progress=False)
+    assert (first.n_cached, first.n_computed) == (1, 0)
+    assert (second.n_jobs, second.n_cached, second.n_computed) == (len(units), len(done), len(units) - len(done))
+    assert second.ok and third.ok and (third.n_cached, third.n_computed) == (0, len(runs))
+    assert all(path.stat().st_mtime_ns == stamp for path, stamp in stamps.items())  # the stored units were kept
+    assert len(list((root / "finetune_unit").glob("*.npz"))) == len(units)  # the runs trained no unit again

@@ -338,6 +338,28 @@ def test_negative_entropy_domain_errors_count_and_suggest_dropping() -> None:
     assert np.isfinite(dual_change(before, after, "2-norm")).all()
 
 
+def test_domain_mask_convention_for_zeros_sign_changes_and_non_finite() -> None:
+    before = np.array([0.5, -0.5, 0.5, 0.0, 0.0, 0.5, -0.5, np.nan, 0.5, np.inf, 0.5, -0.0])
+    after = np.array([0.7, -0.1, -0.2, 0.0, 0.3, 0.0, 0.4, 0.5, np.nan, 1.0, -np.inf, -0.0])
+    # kept, kept, sign change, zero stays zero, zero left, became zero, sign change, nan, nan, inf, -inf, -0.0 stays
+    sign_rule = [True, True, False, False, False, False, False, False, False, False, False, False]
+    finite = [True] * 7 + [False] * 4 + [True]
+    np.testing.assert_array_equal(domain_mask(before, after), sign_rule)
+    np.testing.assert_array_equal(domain_mask(before, after, ["negative_entropy"]), sign_rule)
+    # without a sign-keeping candidate only finiteness counts: zeros and sign changes are kept
+    np.testing.assert_array_equal(domain_mask(before, after, ["2-norm", "3-norm"]), finite)
+    # flat over any input form: a 2-D array, a list of arrays, torch tensors
+    assert domain_mask(before.reshape(3, 4), after.reshape(3, 4)).shape == (12,)
+    np.testing.assert_array_equal(domain_mask(before.reshape(3, 4), after.reshape(3, 4)), sign_rule)
+    np.testing.assert_array_equal(domain_mask([before[:5], before[5:]], [after[:5], after[5:]]), sign_rule)
+    np.testing.assert_array_equal(domain_mask(torch.from_numpy(before), torch.from_numpy(after)), sign_rule)
+    # what it keeps is what negative entropy can analyse
+    keep = domain_mask(before, after)
+    assert np.isfinite(dual_change(before[keep], after[keep], "negative_entropy")).all()
+    with pytest.raises(ValueError, match="unknown candidate"):
+        domain_mask(before, after, ["entropy"])
+
+
 def test_candidate_errors() -> None:
     w = np.linspace(0.1, 1.0, 10)
     with pytest.raises(ValueError, match=r"unknown candidate 'entropy'.*negative_entropy"):
@@ -428,8 +450,8 @@ def test_gaussian_floor_rows_are_the_sequential_samples() -> None:
     "changes, mask, message",
     [
         (np.ones((2, 5)), None, r"change row 0 is constant"),
-        (np.array([[0.0, 1.0, 2.0], [1.0, np.inf, 0.0]]), None, r"change row 1 contains 1 non-finite"),
-        (np.array([[0.0, 1.0, 2.0], [1.0, np.nan, 0.0]]), np.array([[1, 1, 1], [1, 1, 0]], bool), r"change row 1 contains 1 non-finite"),
+        (np.array([[0.0, 1.0, 2.0], [1.0, np.inf, 0.0]]), None, r"change row 1 contain 1 non-finite"),
+        (np.array([[0.0, 1.0, 2.0], [1.0, np.nan, 0.0]]), np.array([[1, 1, 1], [1, 1, 0]], bool), r"change row 1 contain 1 non-finite"),
         (np.array([[0.0, 1.0, 2.0], [1.0, 2.0, 0.0]]), np.array([[1, 1, 1], [1, 0, 0]], bool), r"change row 1 has 1 value"),
         (np.array([[0.0, 1.0, 2.0], [3.0, 3.0, 0.0]]), np.array([[1, 1, 1], [1, 1, 0]], bool), r"change row 1 is constant"),
         (np.zeros(4), None, r"2-D array"),

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import synaptic_geometry.identify as M
-from synaptic_geometry import CANDIDATE_POTENTIALS, delta_cdf, dual_change
+from synaptic_geometry import CANDIDATE_POTENTIALS, delta_cdf, domain_mask, dual_change
 from synaptic_geometry.experiments.biology import simulate_measurements
 from synaptic_geometry.identify import calibration, cli, counts, outputs, plotting, reading, scale, statistics, tables
 
@@ -35,7 +35,7 @@ def write_pair(folder, before, after, column="size", ids=None, ids_after=None):
 @pytest.mark.parametrize("truth", CANDIDATES)
 def test_identifies_the_true_geometry(truth):
     before, after = simulated(1500, truth, seed=1)
-    keep = (np.sign(before) == np.sign(after)) & (before != 0)
+    keep = domain_mask(before, after)
     result = M.identify_measurements(before[keep], after[keep], CANDIDATES, n_boot=200, seed=0)
     assert result.best == truth
     assert result.decisive
@@ -70,7 +70,7 @@ def test_undecided_on_too_little_information():
     "before, after, kwargs, message",
     [
         (np.ones(30), np.ones(31), {}, "before has 30 values but after has 31"),
-        (np.r_[np.nan, np.ones(29)], np.ones(30) * 2, {}, "NaN or infinite values at index 0"),
+        (np.r_[np.nan, np.ones(29)], np.ones(30) * 2, {}, r"before values contain 1 non-finite value\(s\) \(nan or inf\) at index 0;"),
         (np.ones(10), np.ones(10) * 2, {}, "10 synapses; the test needs at least 20"),
         (np.ones(30), np.ones(30), {}, "identical for every synapse"),
         (np.ones(30), np.ones(30) * 2, {"candidates": ("entropy", "2-norm")}, "unknown potential 'entropy'"),
@@ -210,7 +210,7 @@ def bad_inputs(tmp_path):
         ("empty cell", lambda: pair(column(good_b), column(list(good_a[:2]) + [""] + list(good_a[3:]))), [],
          "missing values (empty or NaN) on lines 4"),
         ("infinite", lambda: pair(column(good_b), column(["inf"] + list(good_a[1:]))), [],
-         "infinite values on lines 2"),
+         "contain 1 non-finite value(s) (nan or inf) at line 2;"),
         ("unequal lengths", lambda: pair(column(good_b), column(good_a[:-1])), [],
          "has 50 rows but"),
         ("unpaired ids", lambda: pair("id,size\n" + "".join(f"s{i},{v}\n" for i, v in enumerate(good_b)),

@@ -1,6 +1,8 @@
 """Profiles, parameter checks and failure reporting of the papermill pipeline."""
 
 import shutil
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -8,6 +10,7 @@ import pytest
 import yaml
 
 from synaptic_geometry.book import build as pipeline
+from synaptic_geometry.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,8 +101,6 @@ def test_profile_values_are_injected(tmp_path, monkeypatch):
 
 
 def test_cli_reports_errors_with_exit_code(capsys):
-    from synaptic_geometry.cli import main
-
     assert main(["book", "execute", "--profile", "tiny", "--chapter", "nope"]) == 1
     assert "unknown chapter" in capsys.readouterr().err
     assert main(["frobnicate"]) == 2
@@ -108,15 +109,9 @@ def test_cli_reports_errors_with_exit_code(capsys):
 
 
 def test_console_script_dispatches_identify(tmp_path, capsys):
-    import subprocess
-    import sys
-    from pathlib import Path as _Path
-
-    from synaptic_geometry.cli import main
-
     assert main(["identify", str(tmp_path / "missing.csv"), str(tmp_path / "other.csv")]) == 1
     assert "missing.csv" in capsys.readouterr().err
-    script = _Path(sys.executable).parent / "synaptic-geometry"
+    script = Path(sys.executable).parent / "synaptic-geometry"
     listing = subprocess.run([str(script), "--help"], capture_output=True, text=True)
     assert listing.returncode == 0 and "identify" in listing.stdout and "book" in listing.stdout
 

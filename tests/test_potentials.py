@@ -15,6 +15,7 @@ from synaptic_geometry import (
     PNorm,
     Potential,
     get_potential,
+    require_finite,
 )
 
 NAMES = ["2-norm", "3-norm", "1.5-norm", "1.1-norm", "2.5-norm", "negative_entropy", "hypentropy:0.1", "hypentropy:2"]
@@ -263,6 +264,25 @@ def test_non_finite_input_raises(name, bad, kind):
         pot.bregman(w, ok)
     with pytest.raises(ValueError, match="non-finite"):
         pot.bregman(ok, w)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_require_finite_counts_and_names_the_bad_elements(kind):
+    x = np.array([1.0, math.nan, 2.0, math.inf, -math.inf] + [math.nan] * 8 + [0.0])
+    x = torch.from_numpy(x) if kind == "torch" else x
+    require_finite(x[[0, 2, -1]], "values")  # finite: no error
+    with pytest.raises(ValueError, match=r"^values contain 11 non-finite value\(s\) \(nan or inf\); all values"):
+        require_finite(x, "values")
+    labels = [f"row {i}" for i in range(14)]
+    with pytest.raises(ValueError, match=r"contain 11 non-finite value\(s\) \(nan or inf\) at row 1, row 3, row 4, "
+                                         r"row 5, row 6, row 7, row 8, row 9, \.\.\.; all values must be finite"):
+        require_finite(x, "values", labels)
+
+    class Custom(ValueError):
+        pass
+
+    with pytest.raises(Custom, match="at row 1;"):
+        require_finite(x[:3], "values", labels, Custom)
 
 
 def test_check_domain_names_what():

@@ -11,6 +11,7 @@ from synaptic_geometry import (
     corrected_delta_cdf,
     corrected_gaussian_floor,
     delta_cdf,
+    domain_mask,
     gaussian_floor,
     get_potential,
     identify_corrected,
@@ -89,7 +90,7 @@ def test_linear_regression_robustness_minimum_stays_at_the_true_potential(true, 
         w0 = _robustness_start(start, 1000, rng)
         sign = np.sign(w0) if phi.keeps_sign else None
         w1 = phi.inv_grad(phi.grad(w0) + size * rng.standard_normal(1000), sign=sign)
-        keep = ((np.sign(w0) == np.sign(w1)) & (w0 != 0)).reshape(25, 40)  # every candidate's common domain
+        keep = domain_mask(w0, w1, candidates).reshape(25, 40)  # every candidate's common domain
         table = identify_corrected(w0.reshape(25, 40), w1.reshape(25, 40), candidates, masks=keep)
         scores = dict(zip(table["candidate"], table["delta_cdf"]))
         totals += [scores[c] for c in candidates]

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from synaptic_geometry import get_potential
 from synaptic_geometry.experiments.trajectory import descend, least_squares
-from synaptic_geometry.potentials import get_potential
 
 
 def test_gradient_descent_path_matches_the_closed_form():

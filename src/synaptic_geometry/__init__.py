@@ -4,11 +4,12 @@ The public API is the core that every chapter and the identify tool build on:
 
 * potentials: :class:`Potential` and its kinds, :func:`get_potential` (by name, e.g.
   ``"negative_entropy"``, ``"3-norm"``, ``"hypentropy:0.1"``), and the book's named sets
-  :data:`TRAINED_POTENTIALS` and :data:`CANDIDATE_POTENTIALS`;
+  :data:`TRAINED_POTENTIALS` and :data:`CANDIDATE_POTENTIALS`, and the package's one finiteness
+  check :func:`require_finite`;
 * the optimizer: :class:`MirrorDescent` (a sibling of ``torch.optim.SGD``) and its functional
   core :func:`mirror_descent`;
 * Gaussianity statistics: :func:`dual_change`, :func:`delta_cdf`, :func:`change_magnitude`
-  and :func:`domain_mask` (the scoring of candidates is
+  and :func:`domain_mask` (the one sign/domain mask; the scoring of candidates is
   :func:`synaptic_geometry.gaussianity.identify`: the name ``synaptic_geometry.identify`` is
   the identify tool's subpackage);
 * the scale-structure-aware statistic: :func:`rowcol_normalize` (alternating row and column RMS
@@ -47,6 +48,7 @@ from synaptic_geometry.potentials import (
     Potential,
     display_name,
     get_potential,
+    require_finite,
 )
 
 __version__ = "0.1.0"
@@ -73,6 +75,7 @@ __all__ = [
     "identify_corrected",
     "layer_matrix",
     "mirror_descent",
+    "require_finite",
     "rowcol_normalize",
     "scale_mixture",
 ]

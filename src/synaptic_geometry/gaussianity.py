@@ -29,7 +29,10 @@ Weights outside a potential's domain
     gradient never changes a weight's sign. :func:`dual_change` (and so :func:`identify`)
     therefore refuses zeros and sign changes under ``negative_entropy`` with an error that counts
     them; :func:`domain_mask` gives the weights that every candidate can analyse, so that all
-    candidates are compared on the same weights.
+    candidates are compared on the same weights. It is the package's one sign/domain mask: a zero
+    has no sign, so a weight that is zero before or after (even one that stays at zero) is outside
+    a sign-keeping domain, and ``~domain_mask(w_before, w_after)`` counts the weights that changed
+    sign or touched zero.
 """
 
 from __future__ import annotations
@@ -147,11 +150,12 @@ def _domain_problems(before: np.ndarray, after: np.ndarray, potential: Potential
     """Empty if every weight is inside the potential's domain, else what is wrong (with counts)."""
     if not potential.keeps_sign:
         return ""
+    outside = ~_in_domain(before, after, keeps_sign=True)
+    if not outside.any():
+        return ""
     zeros_before = int(np.count_nonzero(before == 0))
     zeros_after = int(np.count_nonzero(after == 0))
-    flips = int(np.count_nonzero(np.sign(before) * np.sign(after) < 0))
-    if not (zeros_before or zeros_after or flips):
-        return ""
+    flips = int(np.count_nonzero(outside & (before != 0) & (after != 0)))
     return (
         f"{zeros_before} exact zero(s) in w_before, {zeros_after} in w_after and {flips} sign "
         f"change(s) out of {before.size} weights are outside the domain of {potential.name} "
@@ -222,8 +226,7 @@ def _standardize_sorted_rows(z: np.ndarray, centered: bool, what: str, row_ids: 
     finite = np.isfinite(z[:, 0]) & np.isfinite(z[:, -1])  # sorting puts -inf first, inf and nan last
     if not finite.all():
         r = int(np.flatnonzero(~finite)[0])
-        bad = int(np.count_nonzero(~np.isfinite(z[r])))
-        raise ValueError(f"{name(r)} contains {bad} non-finite value(s) (nan or inf); all values must be finite")
+        require_finite(z[r], f"values of {name(r)}")
     std = np.std(z, axis=1)
     constant = std <= _ROUNDING * np.maximum(-z[:, 0], z[:, -1])
     if constant.any():
@@ -357,8 +360,7 @@ def delta_cdf_batch(changes: np.ndarray, mask: np.ndarray | None = None, centere
     inside_bad = mask & ~np.isfinite(changes)
     if inside_bad.any():
         r = int(np.flatnonzero(inside_bad.any(axis=1))[0])
-        raise ValueError(f"change row {r} contains {int(inside_bad[r].sum())} non-finite value(s) (nan or inf); "
-                         "all values must be finite")
+        require_finite(changes[r][mask[r]], f"values of change row {r}")
     z.sort(axis=1)
     out = np.empty(rows)
     for m in np.unique(counts):
@@ -441,23 +443,46 @@ def _candidate_potentials(candidates: Sequence[str | Potential]) -> list[Potenti
     return potentials
 
 
+def _in_domain(before: np.ndarray, after: np.ndarray, keeps_sign: bool) -> np.ndarray:
+    """:func:`domain_mask` of flat float arrays: finite, and if ``keeps_sign`` non-zero with one sign."""
+    keep = np.isfinite(before) & np.isfinite(after)
+    if keeps_sign:  # sign(before) is +-1 here, so an equal sign(after) is non-zero too
+        keep &= (before != 0) & (np.sign(before) == np.sign(after))
+    return keep
+
+
 def domain_mask(
     w_before: Weights, w_after: Weights, candidates: Sequence[str | Potential] = CANDIDATE_POTENTIALS
 ) -> np.ndarray:
     """Boolean mask over the flattened weights: True where every candidate can analyse the weight.
 
-    A weight is kept when it is finite before and after and, for sign-keeping candidates
-    (negative_entropy), non-zero before and after with the same sign. Apply it to
-    ``as_flat_array(w_before)`` and ``as_flat_array(w_after)``.
+    The package's one sign/domain mask. Apply it to ``as_flat_array(w_before)`` and
+    ``as_flat_array(w_after)`` (for a single array, ``.reshape(w_before.shape)`` gives the
+    array's shape).
+
+    Parameters
+    ----------
+    w_before, w_after
+        The same weights before and after learning (same shape(s)).
+    candidates
+        The potentials to be compared. With a sign-keeping one among them (negative entropy,
+        as in the default :data:`~synaptic_geometry.potentials.CANDIDATE_POTENTIALS`) the sign
+        rule below applies; otherwise only finiteness counts.
+
+    Returns
+    -------
+    numpy.ndarray
+        Flat boolean array. A weight is True when it is finite before and after (NaN and
+        infinities are False) and, under the sign rule, non-zero before and after with the same
+        sign. A zero has no sign: a weight that is zero before or after is False, even one that
+        stays at zero. So ``~domain_mask(w_before, w_after)`` marks the weights that changed sign
+        or touched zero (or are not finite); the book counts these as sign changes.
     """
     potentials = _candidate_potentials(candidates)
     _check_same_shape(w_before, w_after)
     before = as_flat_array(w_before, "w_before")
     after = as_flat_array(w_after, "w_after")
-    keep = np.isfinite(before) & np.isfinite(after)
-    if any(p.keeps_sign for p in potentials):
-        keep &= (before != 0) & (np.sign(before) == np.sign(after))
-    return keep
+    return _in_domain(before, after, any(p.keeps_sign for p in potentials))
 
 
 def identify(

@@ -49,6 +49,7 @@ from __future__ import annotations
 import math
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -79,6 +80,7 @@ KNOWN_FORMS = (
 )
 
 Array = Any  # numpy.ndarray or torch.Tensor
+_NAMED = 8  # offending elements named in a finiteness error
 
 
 def _as_array(x: Array) -> Array:
@@ -104,18 +106,41 @@ def _all_finite(x: Array) -> bool:
     return bool(_xp(x).isfinite(x).all())
 
 
-def require_finite(x: Array, what: str) -> None:
-    """Raise ``ValueError`` naming ``what`` and the count of nan/inf values if ``x`` has any.
+def require_finite(x: Array, what: str, labels: Sequence[Any] | None = None,
+                   error: type[ValueError] = ValueError) -> None:
+    """Raise an error naming ``what`` and the count of nan/inf values if ``x`` has any.
 
-    The one finiteness check of the package (numpy arrays and torch tensors alike); ``what`` is
-    a plural noun phrase, e.g. ``"initial weights"``.
+    The one finiteness check of the package (numpy arrays and torch tensors alike).
+
+    Parameters
+    ----------
+    x
+        The values to check.
+    what
+        A plural noun phrase for the message, e.g. ``"initial weights"``.
+    labels
+        Optional names of the elements of a flat ``x`` (synapse ids, file lines): the message
+        then names the first offending ones.
+    error
+        The exception class raised: ``ValueError`` or a subclass of it.
     """
-    if not _all_finite(x):
-        xp = _xp(x)
-        bad = int((~xp.isfinite(x)).sum())
-        raise ValueError(
-            f"{what} contain {bad} non-finite value(s) (nan or inf); all values must be finite"
-        )
+    if _all_finite(x):
+        return
+    bad = ~_xp(x).isfinite(x)
+    count = int(bad.sum())
+    where = ""
+    if labels is not None:
+        named = [str(label) for label, is_bad in zip(labels, bad.tolist()) if is_bad]
+        where = " at " + ", ".join(named[:_NAMED]) + (", ..." if count > _NAMED else "")
+    raise error(f"{what} contain {count} non-finite value(s) (nan or inf){where}; all values must be finite")
+
+
+def _parameter_above(value: float, lower: float, kind: str, symbol: str) -> float:
+    """``value`` as a float, checked to be finite and above ``lower`` (a potential's parameter)."""
+    value = float(value)
+    if not math.isfinite(value) or value <= lower:
+        raise ValueError(f"{kind} potential needs a finite {symbol} > {lower:g}, got {symbol} = {value}")
+    return value
 
 
 def _sum(x: Array) -> float | torch.Tensor:
@@ -219,11 +244,8 @@ class PNorm(Potential):
     """``phi(w) = sum |w|^p / p`` for ``p > 1``; ``p = 2`` is gradient descent."""
 
     def __init__(self, p: float):
-        p = float(p)
-        if not math.isfinite(p) or p <= 1:
-            raise ValueError(f"p-norm potential needs a finite p > 1, got p = {p}")
-        self.p = p
-        self.name = f"{_format_number(p)}-norm"
+        self.p = _parameter_above(p, 1, "p-norm", "p")
+        self.name = f"{_format_number(self.p)}-norm"
 
     def _f(self, w):
         return abs(w) ** self.p / self.p
@@ -307,11 +329,8 @@ class Hypentropy(Potential):
     """phi(w) = sum w arcsinh(w/beta) - sqrt(w^2 + beta^2) (Ghai, Hazan and Singer, 2020)."""
 
     def __init__(self, beta: float):
-        beta = float(beta)
-        if not math.isfinite(beta) or beta <= 0:
-            raise ValueError(f"hypentropy potential needs a finite beta > 0, got beta = {beta}")
-        self.beta = beta
-        self.name = f"hypentropy:{_format_number(beta)}"
+        self.beta = _parameter_above(beta, 0, "hypentropy", "beta")
+        self.name = f"hypentropy:{_format_number(self.beta)}"
 
     def _f(self, w):
         xp = _xp(w)
@@ -336,8 +355,8 @@ class Hypentropy(Potential):
         )
 
 
-_NORM = re.compile(r"^(?P<p>[^\s:]+)-norm$")
-_HYPENTROPY = re.compile(r"^hypentropy:(?P<beta>\S+)$")
+# the potentials with a parameter: the pattern of their names (the parameter as group "x") and class
+_PARAMETRIC = ((re.compile(r"^(?P<x>[^\s:]+)-norm$"), PNorm), (re.compile(r"^hypentropy:(?P<x>\S+)$"), Hypentropy))
 
 
 def get_potential(spec: str | Potential) -> Potential:
@@ -349,20 +368,14 @@ def get_potential(spec: str | Potential) -> Potential:
     text = spec.strip()
     if text == "negative_entropy":
         return NegativeEntropy()
-    match = _NORM.match(text)
-    if match:
-        try:
-            p = float(match["p"])
-        except ValueError:
-            raise ValueError(f"unknown potential {spec!r}: {match['p']!r} is not a number; known: {KNOWN_FORMS}") from None
-        return PNorm(p)
-    match = _HYPENTROPY.match(text)
-    if match:
-        try:
-            beta = float(match["beta"])
-        except ValueError:
-            raise ValueError(f"unknown potential {spec!r}: {match['beta']!r} is not a number; known: {KNOWN_FORMS}") from None
-        return Hypentropy(beta)
+    for pattern, kind in _PARAMETRIC:
+        match = pattern.match(text)
+        if match:
+            try:
+                value = float(match["x"])
+            except ValueError:
+                raise ValueError(f"unknown potential {spec!r}: {match['x']!r} is not a number; known: {KNOWN_FORMS}") from None
+            return kind(value)
     raise ValueError(f"unknown potential {spec!r}; known: {KNOWN_FORMS}")
 
 

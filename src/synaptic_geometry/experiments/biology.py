@@ -29,10 +29,10 @@ import pandas as pd
 import scipy.stats
 
 from synaptic_geometry.experiments.trajectory import descend, least_squares
-from synaptic_geometry.gaussianity import delta_cdf, delta_cdf_batch, dual_change, identify
+from synaptic_geometry.gaussianity import delta_cdf, delta_cdf_batch, domain_mask, dual_change, identify
 from synaptic_geometry.infra.store import experiment
 from synaptic_geometry.infra.sweep import run_sweep
-from synaptic_geometry.potentials import TRAINED_POTENTIALS, Potential, get_potential
+from synaptic_geometry.potentials import TRAINED_POTENTIALS, Potential, get_potential, require_finite
 
 INIT_KINDS = ("lognormal", "two_constant")
 
@@ -41,14 +41,12 @@ __all__ = [
     "initial_weights",
     "train_linear_neuron",
     "Trained",
-    "sign_flips",
     "learning_runs",
     "log_mixture_fit",
     "change_scale",
     "BATCH_SYNAPSES",
     "simulate_measurement_batch",
     "simulate_measurements",
-    "consistent_rows",
     "score_experiments",
     "simulation_cells",
     "identification_accuracy",
@@ -115,12 +113,6 @@ def _positive_int(n, what: str) -> int:
     if int(n) != n or n < 1:
         raise ValueError(f"{what} must be a positive integer, got {n!r}")
     return int(n)
-
-
-def sign_flips(w_before, w_after) -> np.ndarray:
-    """Boolean mask of synapses whose sign changed (a zero counts as a change of sign)."""
-    w_before, w_after = np.asarray(w_before, float), np.asarray(w_after, float)
-    return np.sign(w_before) != np.sign(w_after)
 
 
 # --------------------------------------------------------------------------- learning simulation
@@ -213,8 +205,9 @@ def log_mixture_fit(weights, n_components: int, seed: int = 0) -> dict[str, np.n
     from sklearn.mixture import GaussianMixture
 
     w = np.asarray(weights, dtype=float).ravel()
-    if np.any(w == 0) or not np.all(np.isfinite(w)):
-        raise ValueError("log_mixture_fit needs finite, non-zero weights")
+    require_finite(w, "weights for log_mixture_fit")
+    if np.any(w == 0):
+        raise ValueError("log_mixture_fit needs non-zero weights")
     x = np.log(np.abs(w))[:, None]
     model = GaussianMixture(n_components, random_state=seed, n_init=3).fit(x)
     order = np.argsort(model.means_.ravel())
@@ -310,11 +303,6 @@ def simulate_measurements(
     return before[seen], after[seen]
 
 
-def consistent_rows(before: np.ndarray, after: np.ndarray) -> np.ndarray:
-    """Mask of rows usable by sign-keeping candidates: non-zero and the same sign before and after."""
-    return (before != 0) & (after != 0) & (np.sign(before) == np.sign(after))
-
-
 def score_experiments(
     before: np.ndarray,
     after: np.ndarray,
@@ -331,7 +319,7 @@ def score_experiments(
     (experiments x candidates; nan where a candidate was not scored, and in whole rows of
     experiments with fewer than 3 synapses left) and ``kept`` (synapses analysed per experiment).
     """
-    consistent = seen & consistent_rows(before, after)
+    consistent = seen & domain_mask(before, after).reshape(before.shape)
     clean = (consistent == seen).all(axis=1)
     keepers = np.array([p.keeps_sign for p in candidates])
     if invalid == "drop_rows" or np.count_nonzero(~keepers) < 2:
@@ -572,7 +560,7 @@ def sign_change_table(runs: Mapping[str, np.ndarray]) -> pd.DataFrame:
     for i, init in enumerate(runs["inits"]):
         for j, pot in enumerate(runs["potentials"]):
             w0, w1 = runs["w_before"][i], runs["w_after"][i, j]
-            flips = sign_flips(w0, w1)
+            flips = ~domain_mask(w0, w1)  # changed sign (or touched zero)
             rows.append({
                 "start": str(init), "rule": str(pot),
                 "loss before": runs["first_loss"][i, j], "loss after": runs["final_loss"][i, j],
@@ -597,7 +585,7 @@ def log_shape_table(runs: Mapping[str, np.ndarray], seed: int = 0) -> pd.DataFra
         w0 = runs["w_before"][i]
         for j, pot in enumerate(runs["potentials"]):
             w1 = runs["w_after"][i, j]
-            kept = w1[~sign_flips(w0, w1)]
+            kept = w1[domain_mask(w0, w1)]
             fits = {k: log_mixture_fit(kept, k, seed) for k in (1, 2)}
             rows.append({
                 "start": str(init), "rule": str(pot), "synapses drawn": int(kept.size),
@@ -624,7 +612,7 @@ def identification_table(runs: Mapping[str, np.ndarray],
         w0 = runs["w_before"][i]
         for j, pot in enumerate(runs["potentials"]):
             w1 = runs["w_after"][i, j]
-            keep = ~sign_flips(w0, w1)
+            keep = domain_mask(w0, w1)
             table = identify(w0[keep], w1[keep], candidates=list(candidates))
             rows.append({"start": str(init), "trained with": str(pot), "analysed": int(keep.sum()),
                          "left out": int((~keep).sum()), "identified": table["candidate"].iloc[0],
@@ -689,7 +677,7 @@ def skewness_check(runs: Mapping[str, np.ndarray], init: str = "lognormal",
     """
     i, j = list(runs["inits"]).index(init), list(runs["potentials"]).index(potential)
     w0, w1 = runs["w_before"][i], runs["w_after"][i, j]
-    keep = ~sign_flips(w0, w1)
+    keep = domain_mask(w0, w1)
     log0, log1 = np.log(np.abs(w0[keep])), np.log(np.abs(w1[keep]))
     change = log1 - log0
     return {"before": float(scipy.stats.skew(log0)), "after": float(scipy.stats.skew(log1)),

@@ -34,7 +34,7 @@ import json
 import re
 import sys
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree
@@ -233,6 +233,18 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _pinned_bytes(path: Path, sha256: str, missing: str, differs: Callable[[str], str]) -> bytes:
+    """The bytes of ``path``, which must be a file (else the error ``missing``) with this sha256
+    (else the error ``differs(found)``, given the file's sha256)."""
+    if not path.is_file():
+        raise ConnectomeDataError(missing)
+    data = path.read_bytes()
+    found = _sha256(data)
+    if found != sha256:
+        raise ConnectomeDataError(differs(found))
+    return data
+
+
 # --------------------------------------------------------------------------- the committed copy
 def _manifest(folder: Path) -> dict:
     path = folder / MANIFEST
@@ -275,13 +287,10 @@ def animals(folder: str | Path | None = None) -> pd.DataFrame:
 
 def _read_csv(folder: Path, entry: dict) -> pd.DataFrame:
     path = folder / entry["csv"]
-    if not path.is_file():
-        raise ConnectomeDataError(f"{path} is missing (listed in {folder / MANIFEST}); regenerate the data")
-    data = path.read_bytes()
-    if _sha256(data) != entry["csv_sha256"]:
-        raise ConnectomeDataError(
-            f"{path} differs from the file recorded in {MANIFEST} (sha256 {_sha256(data)[:12]}..., recorded "
-            f"{entry['csv_sha256'][:12]}...); it was modified: restore it or regenerate the data")
+    data = _pinned_bytes(
+        path, entry["csv_sha256"], f"{path} is missing (listed in {folder / MANIFEST}); regenerate the data",
+        lambda found: f"{path} differs from the file recorded in {MANIFEST} (sha256 {found[:12]}..., recorded "
+                      f"{entry['csv_sha256'][:12]}...); it was modified: restore it or regenerate the data")
     try:
         rows = [line.split(",") for line in data.decode("utf-8").splitlines()]
     except UnicodeDecodeError as error:
@@ -361,13 +370,9 @@ def regenerate(wheel: str | Path, folder: str | Path | None = None) -> dict:
     """
     wheel = Path(wheel)
     folder = Path(folder) if folder is not None else DATA_DIR
-    if not wheel.is_file():
-        raise ConnectomeDataError(f"{wheel} does not exist; download it with `pip download cect==0.3.5 --no-deps`")
-    data = wheel.read_bytes()
-    if _sha256(data) != WHEEL["sha256"]:
-        raise ConnectomeDataError(
-            f"{wheel} has sha256 {_sha256(data)}, not the pinned {WHEEL['sha256']} of {WHEEL['name']}; "
-            "use that exact file")
+    data = _pinned_bytes(
+        wheel, WHEEL["sha256"], f"{wheel} does not exist; download it with `pip download cect==0.3.5 --no-deps`",
+        lambda found: f"{wheel} has sha256 {found}, not the pinned {WHEEL['sha256']} of {WHEEL['name']}; use that exact file")
     folder.mkdir(parents=True, exist_ok=True)
     entries = []
     with zipfile.ZipFile(io.BytesIO(data)) as archive:

@@ -58,8 +58,8 @@ import scipy.optimize
 import scipy.special
 import scipy.stats
 
-from synaptic_geometry.gaussianity import delta_cdf
-from synaptic_geometry.potentials import CANDIDATE_POTENTIALS, get_potential
+from synaptic_geometry.gaussianity import delta_cdf, domain_mask
+from synaptic_geometry.potentials import CANDIDATE_POTENTIALS, get_potential, require_finite
 
 __all__ = [
     "CONTRAST",
@@ -110,8 +110,7 @@ def _as_counts(values, what: str) -> np.ndarray:
         raise ValueError(f"{what} must be one-dimensional (one count per connection), got shape {array.shape}")
     if array.dtype.kind not in "iuf":
         raise ValueError(f"{what} must be numbers, got dtype {array.dtype}")
-    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-        raise ValueError(f"{what} has {int(np.sum(~np.isfinite(array)))} non-finite value(s); counts must be finite")
+    require_finite(array, f"{what} counts")
     bad = (array < 0) | (array != np.round(array))
     if bad.any():
         raise ValueError(f"{what} has {int(bad.sum())} value(s) that are not whole numbers >= 0, e.g. {array[bad][:3].tolist()}")
@@ -157,7 +156,7 @@ class MatchedCounts:
     @property
     def both(self) -> np.ndarray:
         """Mask of items present before and after (the ones every candidate can analyse)."""
-        return (self.before > 0) & (self.after > 0)
+        return domain_mask(self.before, self.after)
 
     @property
     def appeared(self) -> np.ndarray:
@@ -252,7 +251,7 @@ def _present(before, after) -> tuple[np.ndarray, np.ndarray]:
     before, after = _as_counts(before, "before"), _as_counts(after, "after")
     if before.size != after.size:
         raise ValueError(f"before has {before.size} counts and after {after.size}; they must be paired")
-    keep = (before > 0) & (after > 0)
+    keep = domain_mask(before, after)  # counts are >= 0: present before and after
     if keep.sum() < 2:
         raise ValueError(f"only {int(keep.sum())} item(s) are present before and after; need at least 2")
     return before[keep], after[keep]

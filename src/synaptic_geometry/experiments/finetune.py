@@ -433,8 +433,9 @@ def change_record(before: dict[str, np.ndarray], after: dict[str, np.ndarray], p
     ``change_magnitude``: ``||grad phi(after) - grad phi(before)|| / ||grad phi(before)||`` under the
     trained potential, over the weights it can analyse (for negative entropy, those that are
     nonzero; it keeps signs); ``relative_change``: ``||after - before|| / ||before||``;
-    ``fraction_crossed_zero``: fraction of weights whose sign differs before and after (an exact
-    zero counts as its own sign).
+    ``fraction_crossed_zero``: fraction of weights outside the sign-keeping domain
+    (:func:`~synaptic_geometry.gaussianity.domain_mask`: the sign differs before and after, or the
+    weight is zero before or after; analysed weights are never zero before, see the module).
     """
     b = np.concatenate([np.asarray(before[k], dtype=np.float64).ravel() for k in before])
     a = np.concatenate([np.asarray(after[k], dtype=np.float64).ravel() for k in before])
@@ -443,7 +444,7 @@ def change_record(before: dict[str, np.ndarray], after: dict[str, np.ndarray], p
         return {"change_magnitude": math.nan, "relative_change": math.nan, "fraction_crossed_zero": math.nan}
     return {"change_magnitude": change_magnitude(b[keep], a[keep], potential),
             "relative_change": float(np.linalg.norm(a - b) / np.linalg.norm(b)),
-            "fraction_crossed_zero": float(np.mean(np.sign(a) != np.sign(b)))}
+            "fraction_crossed_zero": float(np.mean(~domain_mask(b, a)))}
 
 
 # Run parameters that a single-rate unit shares with its run: everything but the search.
@@ -684,7 +685,7 @@ def analyse(arrays: dict[str, np.ndarray], candidates: Sequence[str] = CANDIDATE
         table["rank"] = np.arange(1, len(table) + 1)
         table.insert(0, "layer", layers[0] if layers else "pooled")
         table["n_weights"] = int(keep.sum())
-        table["n_sign_changes"] = int((np.sign(before) != np.sign(after)).sum())
+        table["n_sign_changes"] = int((~domain_mask(before, after)).sum())
         frames.append(table)
     return pd.concat(frames, ignore_index=True)
 

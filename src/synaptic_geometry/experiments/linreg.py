@@ -32,7 +32,7 @@ from synaptic_geometry.experiments.trajectory import descend
 from synaptic_geometry.gaussianity import change_magnitude, delta_cdf, domain_mask, dual_change, gaussian_floor
 from synaptic_geometry.infra.store import experiment
 from synaptic_geometry.infra.sweep import run_sweep
-from synaptic_geometry.potentials import TRAINED_POTENTIALS, Potential, get_potential
+from synaptic_geometry.potentials import TRAINED_POTENTIALS, Potential, get_potential, require_finite
 
 __all__ = [
     "correlation",
@@ -232,8 +232,7 @@ def _check_problem(X, y, w0, potential: Potential) -> tuple[np.ndarray, np.ndarr
     if w0.shape != (d,):
         raise ValueError(f"w0 must have shape (D,) = ({d},), got {w0.shape}")
     for name, arr in (("X", X), ("y", y), ("w0", w0)):
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{name} contains non-finite values (nan or inf); all data must be finite")
+        require_finite(arr, f"entries of {name}")
     if n >= d:
         raise ValueError(
             f"the problem is not underdetermined: N = {n} data points >= D = {d} weights; the Bregman "

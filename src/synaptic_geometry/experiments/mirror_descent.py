@@ -22,6 +22,7 @@ import torch
 
 from synaptic_geometry.experiments.linreg import bregman_projection
 from synaptic_geometry.experiments.trajectory import descend, least_squares
+from synaptic_geometry.gaussianity import domain_mask
 from synaptic_geometry.potentials import TRAINED_POTENTIALS
 
 __all__ = [
@@ -145,7 +146,8 @@ def weight_histograms(
     Returns
     -------
     WeightHistograms
-        ``summary`` has, per potential, ``sign_changed`` (share of weights whose sign changed),
+        ``summary`` has, per potential, ``sign_changed`` (share of weights whose sign changed or
+        that reached zero: outside :func:`~synaptic_geometry.gaussianity.domain_mask`),
         ``log_skewness`` (skewness of log|w| over the non-zero weights) and ``skewness_se``
         (its standard error under normality, sqrt(6/n)).
     """
@@ -163,7 +165,7 @@ def weight_histograms(
 
     rows = [{"potential": "start", "sign_changed": 0.0, **dict(zip(("log_skewness", "skewness_se"), log_skew(before)))}]
     for name in potentials:
-        flipped = float(np.mean(np.sign(after[name]) != np.sign(before)))
+        flipped = float(np.mean(~domain_mask(before, after[name])))
         rows.append({"potential": name, "sign_changed": flipped,
                      **dict(zip(("log_skewness", "skewness_se"), log_skew(after[name])))})
     return WeightHistograms(before, after, pd.DataFrame(rows))

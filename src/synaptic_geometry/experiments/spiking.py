@@ -41,6 +41,8 @@ from scipy.signal import lfilter
 from scipy.special import expit
 from threadpoolctl import threadpool_limits
 
+from synaptic_geometry.potentials import require_finite
+
 RULES = ("euclidean", "natural_gaussian", "natural_numeric")
 _GH_NODES, _GH_WEIGHTS = np.polynomial.hermite_e.hermegauss(80)
 _GH_WEIGHTS = _GH_WEIGHTS / np.sqrt(2.0 * np.pi)
@@ -153,8 +155,7 @@ def check_rates(rates, allow_zero: bool = True) -> np.ndarray:
     r = np.asarray(rates, dtype=float)
     if r.ndim == 0 or r.size == 0:
         raise ValueError(f"rates must be a non-empty array of rates in Hz, got {rates!r}")
-    if not np.all(np.isfinite(r)):
-        raise ValueError("rates must be finite (got NaN or inf)")
+    require_finite(r, "rates")
     if np.any(r < 0):
         raise ValueError(f"rates must be >= 0 Hz, got minimum {r.min()!r}")
     if not allow_zero and np.any(r == 0):
@@ -164,8 +165,7 @@ def check_rates(rates, allow_zero: bool = True) -> np.ndarray:
 
 def _finite(a, what: str) -> np.ndarray:
     a = np.asarray(a, dtype=float)
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{what} must be finite (got NaN or inf)")
+    require_finite(a, what)
     return a
 
 

@@ -9,14 +9,14 @@ import numpy as np
 from synaptic_geometry.experiments.biology import simulate_measurements, simulation_cells
 from synaptic_geometry.identify.statistics import identify_measurements
 from synaptic_geometry.infra.store import experiment
-from synaptic_geometry.potentials import CANDIDATE_POTENTIALS, get_potential
+from synaptic_geometry.potentials import CANDIDATE_POTENTIALS, TRAINED_POTENTIALS, get_potential
 
 __all__ = ["calibrate", "stored_calibration"]
 
 
 def calibrate(
     n_values: Sequence[int],
-    true_potentials: Sequence[str] = ("negative_entropy", "2-norm", "3-norm"),
+    true_potentials: Sequence[str] = TRAINED_POTENTIALS,
     candidates: Sequence[str] = CANDIDATE_POTENTIALS,
     reps: int = 20,
     n_boot: int = 200,

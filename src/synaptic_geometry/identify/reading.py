@@ -11,6 +11,7 @@ import pandas as pd
 
 from synaptic_geometry.experiments.count_geometry import MatchedCounts, match_counts
 from synaptic_geometry.identify.errors import MeasurementError, show
+from synaptic_geometry.potentials import require_finite
 
 __all__ = ["Measurements", "parse_where", "read_counts", "read_measurements"]
 
@@ -101,9 +102,7 @@ def _parse_values(texts: pd.Series, path: Path, column: str) -> np.ndarray:
             f"{path} column {column!r} has missing values (empty or NaN) on lines {show(lines[missing.to_numpy()])}; "
             "every synapse needs a measured value (remove incomplete synapses from both files)"
         )
-    infinite = ~np.isfinite(values)
-    if infinite.any():
-        raise MeasurementError(f"{path} column {column!r} has infinite values on lines {show(lines[infinite])}")
+    require_finite(values, f"values of {path} column {column!r}", [f"line {ln}" for ln in lines], MeasurementError)
     return values
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 from synaptic_geometry.gaussianity import delta_cdf, delta_cdf_batch, domain_mask, dual_change, gaussian_floor
 from synaptic_geometry.identify.errors import MeasurementError, show
 from synaptic_geometry.identify.scale import ScaleCorrection, scale_corrected
-from synaptic_geometry.potentials import CANDIDATE_POTENTIALS, Potential, get_potential
+from synaptic_geometry.potentials import CANDIDATE_POTENTIALS, Potential, get_potential, require_finite
 
 __all__ = ["INVALID_POLICIES", "MIN_SYNAPSES", "N_FLOOR", "IdentifyResult", "identify_measurements", "verdict"]
 
@@ -135,9 +135,7 @@ def _paired_values(before, after, labels) -> tuple[np.ndarray, np.ndarray, list[
     if len(labels) != before.size:
         raise MeasurementError(f"labels has {len(labels)} entries for {before.size} synapses")
     for arr, what in ((before, "before"), (after, "after")):
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            raise MeasurementError(f"{what} has NaN or infinite values at {show(np.asarray(labels)[bad])}; every synapse needs a finite value")
+        require_finite(arr, f"{what} values", labels, MeasurementError)
     return before, after, labels
 
 
