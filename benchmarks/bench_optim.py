@@ -16,6 +16,7 @@ an empty extension directory: what a fresh clone pays once), the time to load it
 each candidate's first step.
 
 Run:  python benchmarks/bench_optim.py [--repeats 30] [--threads 2] [--no-cold-build]
+      [--potentials 2-norm negative_entropy ...] [--paths fused foreach]
 Targets (fused path, 2 threads, quiet machine): <= 1.0x fused SGD for the 2-norm,
 <= 1.3x for negative entropy and the 3-norm.
 """
@@ -91,6 +92,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--no-cold-build", action="store_true", help="skip timing a from-scratch build")
+    parser.add_argument("--potentials", nargs="+", default=POTENTIALS, metavar="NAME",
+                        help=f"potentials to time (default: {' '.join(POTENTIALS)})")
+    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=list(PATHS),
+                        help="MirrorDescent paths to time (default: fused foreach)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
@@ -110,7 +115,7 @@ def main() -> None:
           f"{torch.get_num_threads()} thread(s); {args.repeats} rounds after {args.warmup} warm-up rounds")
     sgd_fused = torch.optim.SGD(params, lr=1e-3, momentum=0.9, fused=True)
     sgd_foreach = torch.optim.SGD(params, lr=1e-3, momentum=0.9, foreach=True)
-    candidates = [(potential, name) for potential in POTENTIALS for name in PATHS]
+    candidates = [(potential, name) for potential in args.potentials for name in args.paths]
     optimizers, first_steps = [], []
     for potential, name in candidates:
         opt = MirrorDescent(params, lr=1e-3, momentum=0.9, potential=potential, **PATHS[name])

@@ -335,3 +335,57 @@ def test_mean_variance_factor_and_the_frozen_field(tmp_path):
     factor = frozen.assign(v=frozen.width * frozen.mean_ratio**2).groupby("inputs").v.mean()
     assert 0.75 < factor["independent"] < 1.3  # an independent sample: 1
     assert 0.2 < factor["correlated"] < 0.5    # predicted 0.33
+
+
+# ---------------------------------------------------------------- chapter tables (linreg_tables)
+
+
+def test_growth_factor_between_proportional_and_square_root_growth():
+    from synaptic_geometry.experiments.linreg_tables import growth_factor
+
+    assert growth_factor([400]) == pytest.approx(5.0)  # 100 / 20
+    assert growth_factor([100, 3200]) == pytest.approx(2.5)  # the smallest width decides: 25 / 10
+    assert growth_factor([3200], exponent=0.75) == pytest.approx(800 / linreg.n_points(3200, 0.75))
+    with pytest.raises(ValueError, match="empty"):
+        growth_factor([])
+
+
+@pytest.mark.parametrize("profile", ["default", "paper"])
+def test_failure_widths_separate_the_growth_rules_fivefold(profile):
+    from synaptic_geometry.book.build import load_profile
+    from synaptic_geometry.experiments.linreg_tables import growth_factor
+
+    widths = load_profile("linear_regression", profile)["failure_widths"]
+    assert growth_factor(widths) >= 5.0  # the factor between N = D/4 and N = D^0.5 at every width
+    assert max(widths) <= 3200  # a solve costs ~ N^2 D: N = D/4 at 6400 kept the paper profile from finishing
+
+
+def _dose_frame(scale, widths, seeds, cavity):
+    rows = []
+    for d in widths:
+        for k in range(seeds):
+            rows.append({"potential": "negative_entropy", "width": d, "seed": k,
+                         "delta_cdf": scale * (k + 1) / d, "lipschitz_change": scale + k,
+                         "cavity_error": 0.1 * k if cavity else np.nan,
+                         "cavity_error_top": 0.5 * k if cavity else np.nan})
+        rows.append({"potential": "2-norm", "width": d, "seed": 0, "delta_cdf": 99.0, "lipschitz_change": 0.0,
+                     "cavity_error": np.nan, "cavity_error_top": np.nan})
+    return pd.DataFrame(rows)
+
+
+def test_label_dose_table_medians_and_missing_cavity():
+    from synaptic_geometry.experiments.linreg_tables import label_dose_table
+
+    floor = pd.DataFrame({"width": [10, 20], "median": [0.1, 0.05], "q05": [0.05, 0.02], "q95": [0.2, 0.1]})
+    runs = {1.0: _dose_frame(1.0, [10, 20], 3, cavity=True), 200.0: _dose_frame(200.0, [10, 20], 3, cavity=False)}
+    table = label_dose_table(runs, floor, "negative_entropy", [10, 20])
+    assert len(table) == 4
+    row = table[(table.label_scale == 200.0) & (table.width == 20)].iloc[0]
+    assert row.ratio == pytest.approx((200.0 * 2 / 20) / 0.05)  # median seed k = 1, over the floor's median
+    assert row.lipschitz_change == pytest.approx(201.0)
+    assert np.isnan(row.cavity_error) and np.isnan(row.cavity_error_top)
+    first = table[(table.label_scale == 1.0) & (table.width == 10)].iloc[0]
+    assert first.cavity_error == pytest.approx(0.1) and first.cavity_error_top == pytest.approx(0.5)
+    assert first.runs == 3  # the 2-norm row is not counted
+    with pytest.raises(ValueError, match="widths \\[40\\]"):
+        label_dose_table(runs, floor, "negative_entropy", [10, 40])

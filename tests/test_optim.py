@@ -651,6 +651,45 @@ def test_fused_fast_paths_match_the_single_tensor_path(potential, dtype):
     torch.testing.assert_close(out[0], out[1], **tol)
 
 
+def test_fused_float32_exp2_over_its_whole_range():
+    """The kernel's own float32 exp2, through negative entropy (w 2^(-lr log2(e) sign(w) d), lr = 1):
+    within 3 ulp of 2^x for the float32 exponent x the kernel forms, over the normal range and into
+    the subnormal results; subnormal weights get their sign's factor, and zeros stay zero even
+    under steps whose factor would overflow."""
+    x = torch.cat([torch.linspace(-125.0, 127.0, 20_011), torch.linspace(-148.0, -126.0, 101)])  # log2 factor
+    w = torch.cat([torch.ones(20_011), -torch.ones(101)])  # both signs
+    w = torch.cat([w, torch.tensor([0.0, -0.0, 1e-40, -1e-40, 0.0])])
+    rate = torch.tensor(-1.0 / math.log(2.0), dtype=torch.float32)  # the kernel's -lr log2(e)
+    g = torch.cat([x / rate * torch.sign(w[:-5]), torch.tensor([-1e30, 1e30, 1.0, 1.0, 3e38])])
+    exponent = (rate * torch.sign(w)) * g  # float32, rounded as the kernel rounds it
+    expected = w.double() * torch.exp2(exponent.double())
+    w = w.clone().requires_grad_()
+    w.grad = g.clone()
+    MirrorDescent([w], lr=1.0, potential="negative_entropy", **path("fused")).step()
+    got = w.detach().double()
+    torch.testing.assert_close(got, expected, rtol=3 * 2**-23, atol=2 * 2**-149)
+    assert bool((got[-5:-3] == 0).all()) and bool((got[-1] == 0).all())
+    assert torch.equal(torch.signbit(w.detach()[-5:-3]), torch.tensor([False, True]))  # zeros keep their sign
+    assert bool(got[-3] > 0) and bool(got[-2] < 0)
+
+
+def test_fused_float32_log2_over_its_whole_range():
+    """The kernel's own float32 log2, through the 2.5-norm with lr = 0: y = |w|^1.5 (a square root
+    and a product, exact to rounding) and back as 2^(log2(y) / 1.5), for |w| from 1e-25 (y
+    subnormal) to 1e25, against the same y mapped back in float64."""
+    magnitude = torch.logspace(-25, 25, 10_007, dtype=torch.float32)
+    w = torch.cat([magnitude, -magnitude, torch.zeros(3)]).requires_grad_()
+    w.grad = torch.zeros_like(w)
+    y = w.detach().abs().sqrt() * w.detach().abs()  # float32, as the kernel computes it
+    expected = torch.sign(w.detach()).double() * y.double() ** (2 / 3)
+    MirrorDescent([w], lr=0.0, potential="2.5-norm", **path("fused")).step()
+    normal = y >= torch.finfo(torch.float32).tiny
+    # the error of 2^(e log2 y) grows with |log2 y| (at most about 126): about 1e-5 relative
+    torch.testing.assert_close(w.detach().double()[normal], expected[normal], rtol=1e-5, atol=0)
+    torch.testing.assert_close(w.detach().double()[~normal], expected[~normal], rtol=1e-3, atol=1e-30)
+    assert bool((w.detach()[-3:] == 0).all())
+
+
 @pytest.mark.parametrize("bad_at", [5, 69_990])  # in the first thread's half, in the second's
 def test_fused_non_finite_on_two_threads_stops_at_that_parameter(bad_at):
     """With two threads sharing each parameter, a non-finite gradient found by either thread stops

@@ -33,6 +33,9 @@
 #include <omp.h>
 #endif
 
+// the inner loop's helpers are inlined, so that its vectors stay in registers
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
 namespace {
 
 using at::vec::Vectorized;
@@ -51,22 +54,119 @@ template <typename S> Vectorized<S> v_abs(Vectorized<S> x) { return x.abs(); }
 template <typename S> S v_sqrt(S x) { return std::sqrt(x); }
 template <typename S> Vectorized<S> v_sqrt(Vectorized<S> x) { return x.sqrt(); }
 template <typename S> S v_exp2(S x) { return std::exp2(x); }
-template <typename S> Vectorized<S> v_exp2(Vectorized<S> x) { return x.exp2(); }
+Vectorized<double> v_exp2(Vectorized<double> x) { return x.exp2(); }
+ALWAYS_INLINE Vectorized<float> v_exp2(Vectorized<float> x);  // below
 template <typename S> S v_log2(S x) { return std::log2(x); }
-template <typename S> Vectorized<S> v_log2(Vectorized<S> x) { return x.log2(); }
+Vectorized<double> v_log2(Vectorized<double> x) { return x.log2(); }
+ALWAYS_INLINE Vectorized<float> v_log2(Vectorized<float> x);  // below; for x >= 0 only
 template <typename S> S v_expm1(S x) { return std::expm1(x); }
 template <typename S> Vectorized<S> v_expm1(Vectorized<S> x) { return x.expm1(); }
 template <typename S> S v_copysign(S x, S y) { return std::copysign(x, y); }
-template <typename S> Vectorized<S> v_copysign(Vectorized<S> x, Vectorized<S> y) { return x.copysign(y); }
+// |x| with the sign bit of y, by bit operations (ATen's copysign is a function call into Sleef)
+template <typename S> Vectorized<S> v_copysign(Vectorized<S> x, Vectorized<S> y) {
+  return x.abs() | (y & Vectorized<S>(S(-0.0)));
+}
 template <typename S> S v_fmadd(S a, S b, S c) { return a * b + c; }
 template <typename S> Vectorized<S> v_fmadd(Vectorized<S> a, Vectorized<S> b, Vectorized<S> c) {
   return at::vec::fmadd(a, b, c);
 }
 template <typename S> S v_sign(S x) { return static_cast<S>((x > 0) - (x < 0)); }
+// sign(x) without comparisons (on AVX-512, ATen's comparisons turn a mask register into a vector,
+// which measured slow in this loop): min(|x| 2^k, 1), with 2^k beyond the smallest subnormal's
+// inverse (k = 150 for float32, 1100 for float64, as two factors), is 1 for every nonzero x and 0
+// for 0; it then takes the sign bit of x. nan stays nan.
 template <typename S> Vectorized<S> v_sign(Vectorized<S> x) {
-  const Vectorized<S> zero(0), one(1);
-  return ((x > zero) & one) - ((x < zero) & one);
+  using V = Vectorized<S>;
+  constexpr bool single = std::is_same_v<S, float>;
+  const V magnitude = at::vec::clamp_max(x.abs() * V(single ? S(0x1p100) : S(0x1p600)) *
+                                             V(single ? S(0x1p50) : S(0x1p500)), V(S(1)));
+  return magnitude | (x & V(S(-0.0)));
 }
+#if defined(CPU_CAPABILITY_AVX512)
+// the same from a mask register: +-1 with the sign bit of x where x != 0 (or nan), else 0
+ALWAYS_INLINE Vectorized<float> v_sign(Vectorized<float> x) {
+  const __mmask16 nonzero = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+  return _mm512_maskz_mov_ps(nonzero, Vectorized<float>(1.0f) | (x & Vectorized<float>(-0.0f)));
+}
+#endif
+// float32 exp2 and log2 computed inline. ATen's exp2() and log2() are calls into Sleef, one per
+// vector; around a call every live vector register is saved and restored, and that made negative
+// entropy and the general p-norm compute-bound at several times the memory-bound time of a step.
+// Both are written here from their textbook reductions (error bounds below) with ATen's elementwise
+// vector operations, so they build for every instruction set; float64 keeps Sleef's.
+using VF = Vectorized<float>;
+using VI = Vectorized<int32_t>;
+
+// Lane masks for v_log2: AVX-512 compares into mask registers and blends from them; ATen's
+// comparisons there turn the mask into a vector and back, which measured slow in this loop.
+#if defined(CPU_CAPABILITY_AVX512)
+using Mask = __mmask16;
+ALWAYS_INLINE Mask less(VF a, VF b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
+ALWAYS_INLINE VF select(Mask m, VF yes, VF no) { return _mm512_mask_blend_ps(m, no, yes); }
+#else
+using Mask = VF;
+ALWAYS_INLINE Mask less(VF a, VF b) { return a < b; }
+ALWAYS_INLINE VF select(Mask m, VF yes, VF no) { return VF::blendv(no, yes, m); }
+#endif
+
+#if !defined(CPU_CAPABILITY_AVX512)
+// 2^k for integers -126 <= k <= 127: the float with biased exponent k + 127 and mantissa 0
+ALWAYS_INLINE VF power_of_two(VI k) { return at::vec::cast<float>((k + VI(127)) << VI(23)); }
+#endif
+
+// 2^x: x = n + f with n = round(x) and |f| <= 1/2; 2^f = e^(f ln 2) by its Taylor polynomial of
+// degree 7 (truncation error below (ln2 / 2)^8 / 8! * 2^(1/2) < 1e-8 relative, so the result is
+// within about 2 ulp of 2^x); then p 2^n by AVX-512's scalef, else as a product of two powers of
+// two, so that a result beyond the float range overflows to inf or underflows through the
+// subnormals to 0 by IEEE rounding. nan stays nan (the clamp and the arithmetic propagate it).
+ALWAYS_INLINE Vectorized<float> v_exp2(VF x) {
+  x = at::vec::clamp(x, VF(-151.0f), VF(129.0f));  // beyond these 2^x rounds to 0 or inf
+  const VF n = x.round();
+  const VF f = x - n;
+  constexpr double ln2 = 0.693147180559945309417;
+  VF p(static_cast<float>(ln2 * ln2 * ln2 * ln2 * ln2 * ln2 * ln2 / 5040));
+  p = at::vec::fmadd(p, f, VF(static_cast<float>(ln2 * ln2 * ln2 * ln2 * ln2 * ln2 / 720)));
+  p = at::vec::fmadd(p, f, VF(static_cast<float>(ln2 * ln2 * ln2 * ln2 * ln2 / 120)));
+  p = at::vec::fmadd(p, f, VF(static_cast<float>(ln2 * ln2 * ln2 * ln2 / 24)));
+  p = at::vec::fmadd(p, f, VF(static_cast<float>(ln2 * ln2 * ln2 / 6)));
+  p = at::vec::fmadd(p, f, VF(static_cast<float>(ln2 * ln2 / 2)));
+  p = at::vec::fmadd(p, f, VF(static_cast<float>(ln2)));
+  p = at::vec::fmadd(p, f, VF(1.0f));
+#if defined(CPU_CAPABILITY_AVX512)
+  return _mm512_scalef_ps(p, n);  // p 2^n in one instruction, with IEEE overflow and underflow
+#else
+  const VI k = at::vec::convert_to_int_of_same_size(n);  // exact: n is an integer with |n| <= 151
+  const VI half = k >> VI(1);
+  return p * power_of_two(half) * power_of_two(k - half);
+#endif
+}
+
+// log2 a for a >= 0 (0 gives -inf, inf gives inf, nan gives nan). a = 2^e m with m in
+// [1/sqrt2, sqrt2) (subnormals scaled by 2^24 first); ln m = 2 atanh(t) with t = (m - 1) / (m + 1),
+// |t| <= 0.172, by the series 2 (t + t^3/3 + ... + t^9/9), truncation error below 2 |t|^11 / 11 /
+// (1 - t^2) < 1e-9 relative to ln m; then log2 a = e + ln m / ln 2.
+ALWAYS_INLINE Vectorized<float> v_log2(VF a) {
+  const VF zero(0.0f), one(1.0f);
+  const Mask subnormal = less(a, VF(0x1p-126f));
+  const VF b = select(subnormal, a * VF(0x1p24f), a);
+  const VI bits = at::vec::cast<int32_t>(b);
+  VF m = at::vec::cast<float>((bits & VI(0x007fffff)) | VI(0x3f800000));  // in [1, 2)
+  const Mask above = less(VF(1.41421356f), m);
+  m = select(above, m * VF(0.5f), m);
+  const VF e = at::vec::convert_to_fp_of_same_size<float>((bits >> VI(23)) - VI(127)) + select(above, one, zero) -
+               select(subnormal, VF(24.0f), zero);
+  const VF t = (m - one) / (m + one);
+  const VF t2 = t * t;
+  VF series = at::vec::fmadd(t2, VF(2.0f / 9), VF(2.0f / 7));
+  series = at::vec::fmadd(series, t2, VF(2.0f / 5));
+  series = at::vec::fmadd(series, t2, VF(2.0f / 3));
+  series = at::vec::fmadd(series, t2, VF(2.0f));
+  const VF log2a = at::vec::fmadd(t * series, VF(1.44269504f), e);
+  // 0 gives -inf; inf and nan give themselves (less(x, inf) is false for both)
+  const VF special = select(less(a, VF(0x1p-149f)), VF(-INFINITY), a);
+  return select(less(a, VF(INFINITY)) & less(zero, a), log2a, special);
+}
+
 // a where s == 0 (finite), b elsewhere
 template <typename S> Vectorized<S> where_finite(Vectorized<S> s, Vectorized<S> a, Vectorized<S> b) {
   return Vectorized<S>::blendv(b, a, s == Vectorized<S>(0));
@@ -91,7 +191,7 @@ template <typename S> struct Hyper {
 
 // a^e for a >= 0; when e = k / 2 (k = halves > 0) by k / 2 products and a square root, else as
 // 2^(e log2 a) (two transcendental functions)
-template <typename V, typename S> V signless_power(V a, S e, int halves) {
+template <typename V, typename S> ALWAYS_INLINE V signless_power(V a, S e, int halves) {
   if (halves == 0) return v_exp2(V(e) * v_log2(a));
   V r = (halves & 1) ? v_sqrt(a) : a;
   for (int j = (halves & 1) ? 0 : 1; j < halves / 2; ++j) r = r * a;
@@ -105,7 +205,7 @@ int halves_of(double e) {
 }
 
 // w_new = inv_grad(grad(w) - lr * dd), elementwise, for the potential K.
-template <int64_t K, typename V, typename S> V dual_step(V w, V dd, const Hyper<S>& h) {
+template <int64_t K, typename V, typename S> ALWAYS_INLINE V dual_step(V w, V dd, const Hyper<S>& h) {
   const V lr(h.lr);
   if constexpr (K == TWO_NORM) {
     return w - lr * dd;
@@ -147,7 +247,7 @@ template <int64_t K, typename V, typename S> V dual_step(V w, V dd, const Hyper<
 // SGD's direction, the momentum buffer and the new weight for one element or one vector.
 // Returns s: 0 where everything is finite, nan elsewhere.
 template <int64_t K, int M, typename V, typename S>
-V update(V w, V g, V b, const Hyper<S>& h, V& w_new, V& b_new) {
+ALWAYS_INLINE V update(V w, V g, V b, const Hyper<S>& h, V& w_new, V& b_new) {
   // maximize and weight decay as arithmetic: exact for weight_decay = 0 and finite w (0 * w = 0)
   V d = v_fmadd(g, V(h.grad_sign), V(h.weight_decay) * w);
   V dd = d;
@@ -169,6 +269,31 @@ V update(V w, V g, V b, const Hyper<S>& h, V& w_new, V& b_new) {
   }
 }
 
+// One vector of `lanes` elements at w, g, b (float32 or float64; a partial vector, read with zeros
+// beyond its end, for a range's tail). True if every element was finite.
+template <int64_t K, int M, typename S>
+ALWAYS_INLINE bool step_vector(S* __restrict__ w, const S* __restrict__ g, S* __restrict__ b, int lanes,
+                               const Hyper<S>& h) {
+  using V = Vectorized<S>;
+  constexpr bool has_buffer = M != PLAIN;
+  constexpr bool reads_buffer = M == CARRY || M == CARRY_NESTEROV;
+  const bool full = lanes == V::size();
+  V wv = full ? V::loadu(w) : V::loadu(w, lanes);
+  V gv = full ? V::loadu(g) : V::loadu(g, lanes);
+  V bv = reads_buffer ? (full ? V::loadu(b) : V::loadu(b, lanes)) : V(0);
+  V w_new, b_new;
+  V s = update<K, M, V, S>(wv, gv, bv, h, w_new, b_new);
+  const int used = full ? (1 << V::size()) - 1 : (1 << lanes) - 1;
+  if ((s.zero_mask() & used) == used) {  // every lane finite: the common case
+    w_new.store(w, lanes);
+    if constexpr (has_buffer) b_new.store(b, lanes);
+    return true;
+  }
+  where_finite(s, w_new, wv).store(w, lanes);  // write the finite lanes only
+  if constexpr (has_buffer) where_finite(s, b_new, bv).store(b, lanes);
+  return false;
+}
+
 // Elements [begin, end) of one tensor: weights and gradients of type P, buffer and arithmetic of
 // type S. True if every element was finite.
 template <int64_t K, int M, typename P, typename S>
@@ -181,33 +306,25 @@ bool step_range(P* __restrict__ w, const P* __restrict__ g, S* __restrict__ b, i
   bool all_finite = true;
   if constexpr (std::is_same_v<P, S>) {  // float32 and float64: vectorized
     using V = Vectorized<S>;
-    constexpr int all_lanes = (1 << V::size()) - 1;
     for (; i + V::size() <= end; i += V::size()) {
-      V wv = V::loadu(w + i), gv = V::loadu(g + i);
-      V bv = reads_buffer ? V::loadu(b + i) : V(0);
-      V w_new, b_new;
-      V s = update<K, M, V, S>(wv, gv, bv, h, w_new, b_new);
-      if (s.zero_mask() == all_lanes) {  // every lane finite: the common case
-        w_new.store(w + i);
-        if constexpr (has_buffer) b_new.store(b + i);
-      } else {  // write the finite lanes only
-        where_finite(s, w_new, wv).store(w + i);
-        if constexpr (has_buffer) where_finite(s, b_new, bv).store(b + i);
+      all_finite &= step_vector<K, M>(w + i, g + i, has_buffer ? b + i : b, V::size(), h);
+    }
+    if (i < end) {
+      all_finite &= step_vector<K, M>(w + i, g + i, has_buffer ? b + i : b, static_cast<int>(end - i), h);
+    }
+  } else {
+    for (; i < end; ++i) {  // float16/bfloat16 weights, computed in S = float32
+      S wv = static_cast<S>(w[i]);
+      S bv = reads_buffer ? b[i] : S(0);
+      S w_new, b_new = 0;
+      S s = update<K, M, S, S>(wv, static_cast<S>(g[i]), bv, h, w_new, b_new);
+      P w_out = static_cast<P>(w_new);  // rounding to float16 may overflow
+      if (s == 0 && static_cast<S>(w_out) - static_cast<S>(w_out) == 0) {
+        w[i] = w_out;
+        if constexpr (has_buffer) b[i] = b_new;
+      } else {
         all_finite = false;
       }
-    }
-  }
-  for (; i < end; ++i) {  // the tail, and float16/bfloat16 weights (computed in S = float32)
-    S wv = static_cast<S>(w[i]);
-    S bv = reads_buffer ? b[i] : S(0);
-    S w_new, b_new = 0;
-    S s = update<K, M, S, S>(wv, static_cast<S>(g[i]), bv, h, w_new, b_new);
-    P w_out = static_cast<P>(w_new);  // rounding to float16 may overflow
-    if (s == 0 && static_cast<S>(w_out) - static_cast<S>(w_out) == 0) {
-      w[i] = w_out;
-      if constexpr (has_buffer) b[i] = b_new;
-    } else {
-      all_finite = false;
     }
   }
   return all_finite;

@@ -21,7 +21,10 @@ Three implementations, chosen at run time like SGD's (``fused`` and ``foreach``)
 * the fused path (CPU): one pass over each parameter, in a small C++ kernel
   (``fused_step.cpp``): the weight, gradient and momentum buffer are read once, SGD's direction,
   the dual step and the map back are computed in registers, and the weight and buffer are written
-  once (one team of threads per step splits each parameter and meets at a barrier after it). The kernel is built by ``torch.utils.cpp_extension`` the first time it is needed (about
+  once (one team of threads per step splits each parameter and meets at a barrier after it). In
+  float32 the kernel computes exp2 and log2 itself, inline (within a few ulp; negative entropy and
+  the general p-norm need them), rather than calling Sleef once per vector as ATen's vector types
+  do. The kernel is built by ``torch.utils.cpp_extension`` the first time it is needed (about
   15 s, once per machine and source version; cached in torch's extension directory, see
   ``TORCH_EXTENSIONS_DIR``), for the CPU's vector instruction set (AVX-512, AVX2 or plain C++).
   The 2-norm runs on it too: there mirror descent is SGD, and the kernel's pass is what
@@ -118,7 +121,7 @@ _KERNEL_SOURCE = Path(__file__).with_name("fused_step.cpp")
 # compiler flags per torch.backends.cpu.get_cpu_capability(); any other capability builds plain C++
 _CAPABILITY_FLAGS = {
     "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma"],
-    "AVX2": ["-mavx2", "-mfma"],
+    "AVX2": ["-mavx2", "-mfma", "-mf16c"],  # F16C: c10::Half conversions use it (every AVX2 CPU has it)
     "DEFAULT": [],
 }
 # the potentials as numbered by the kernel's enum Kind
