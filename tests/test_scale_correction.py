@@ -119,3 +119,43 @@ def test_small_layers_need_the_corrected_null():
         corrected_gaussian_floor([(8, 72)], n_samples=0)
     with pytest.raises(ValueError, match="reference"):
         corrected_delta_cdf(np.ones((3, 3)), reference="student")
+
+
+def test_a_precomputed_reference_gives_the_same_scores_and_floor():
+    """Passing the reference (``null``) that the functions would simulate changes nothing; a bad one is refused."""
+    from synaptic_geometry.scale_correction import corrected_reference
+
+    rng = np.random.default_rng(3)
+    shapes = [(12, 30), (8, 12)]
+    before = [rng.uniform(0.5, 1.5, s) for s in shapes]
+    after = [b + 0.01 * rng.standard_normal(b.shape) for b in before]
+    masks = [rng.random(s) > 0.2 for s in shapes]
+    null = corrected_reference(shapes, masks, seed=4)
+    plain = identify_corrected(before, after, ["2-norm", "3-norm"], masks=masks, seed=4)
+    shared = identify_corrected(before, after, ["2-norm", "3-norm"], masks=masks, null=null)
+    np.testing.assert_array_equal(plain["delta_cdf"], shared["delta_cdf"])
+    np.testing.assert_array_equal(corrected_gaussian_floor(shapes, masks, n_samples=3, seed=4),
+                                  corrected_gaussian_floor(shapes, masks, n_samples=3, seed=4, null=null))
+    other = identify_corrected(before, after, ["2-norm", "3-norm"], masks=masks, seed=5)
+    assert not np.array_equal(other["delta_cdf"], plain["delta_cdf"])  # the reference matters, so the test can fail
+    with pytest.raises(ValueError, match="sorted"):
+        identify_corrected(before, after, ["2-norm"], masks=masks, null=null[::-1])
+    with pytest.raises(ValueError, match="normal"):
+        corrected_gaussian_floor(shapes, masks, n_samples=2, reference="normal", null=null)
+
+
+def test_fast_normalisation_matches_the_masked_definition():
+    """rowcol_normalize equals the definition written out (masked RMS of rows, then columns, repeated)."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((9, 14)) * np.exp(rng.standard_normal(9))[:, None]
+    mask = rng.random(x.shape) > 0.3
+    y = np.where(mask, x, 0.0)
+    for _ in range(100):
+        rows = np.sqrt(np.array([np.mean(y[i][mask[i]] ** 2) for i in range(9)]))
+        y = y / rows[:, None]
+        cols = np.sqrt(np.array([np.mean(y[:, j][mask[:, j]] ** 2) for j in range(14)]))
+        y = y / cols[None, :]
+        if max(abs(rows - 1).max(), abs(cols - 1).max()) < 1e-6:
+            break
+    np.testing.assert_allclose(rowcol_normalize(x, mask)[mask], y[mask], rtol=1e-10)
+    assert np.isnan(rowcol_normalize(x, mask)[~mask]).all()

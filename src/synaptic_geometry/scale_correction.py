@@ -73,10 +73,9 @@ def layer_matrix(values: np.ndarray) -> np.ndarray:
     return values.reshape(values.shape[0], -1)
 
 
-def _rms(x: np.ndarray, mask: np.ndarray, axis: int) -> np.ndarray:
-    count = mask.sum(axis=axis)
-    mean_square = np.where(mask, x * x, 0.0).sum(axis=axis) / np.maximum(count, 1)
-    rms = np.sqrt(mean_square)
+def _rms(x: np.ndarray, count: np.ndarray, axis: int) -> np.ndarray:
+    """Root mean square along ``axis`` over ``count`` masked-in entries (``x`` is zero outside the mask)."""
+    rms = np.sqrt(np.square(x).sum(axis=axis) / count)
     return np.where(rms > 0, rms, 1.0)  # an empty or all-zero row/column is left as it is
 
 
@@ -107,11 +106,12 @@ def rowcol_normalize(matrix: np.ndarray, mask: np.ndarray | None = None, max_ite
     mask = np.isfinite(x) if mask is None else np.asarray(mask, dtype=bool) & np.isfinite(x)
     if max_iter < 1 or not tol > 0:
         raise ValueError(f"need max_iter >= 1 and tol > 0; got {max_iter}, {tol}")
-    x = np.where(mask, x, 0.0)
+    x = np.where(mask, x, 0.0)  # stays zero outside the mask, so sums over all entries are sums over the mask
+    row_count, col_count = np.maximum(mask.sum(axis=1), 1), np.maximum(mask.sum(axis=0), 1)
     for _ in range(max_iter):
-        rows = _rms(x, mask, axis=1)
+        rows = _rms(x, row_count, axis=1)
         x = x / rows[:, None]
-        cols = _rms(x, mask, axis=0)
+        cols = _rms(x, col_count, axis=0)
         x = x / cols[None, :]
         if max(np.abs(rows - 1).max(), np.abs(cols - 1).max()) < tol:
             break
@@ -205,13 +205,15 @@ def corrected_delta_cdf(changes, masks=None, centered: bool = False, reference: 
 
 def corrected_gaussian_floor(shapes: Sequence[tuple[int, ...]], masks=None, n_samples: int = 30, seed: int = 0,
                              spread: float = 0.0, centered: bool = False, reference: str = "corrected_gaussian",
-                             reference_size: int = REFERENCE_SIZE) -> np.ndarray:
+                             reference_size: int = REFERENCE_SIZE, null: np.ndarray | None = None) -> np.ndarray:
     """The null of :func:`corrected_delta_cdf`: Gaussian layers of the given shapes (and masks),
     scored the same way (same correction, same reference).
 
     ``spread`` > 0 multiplies each Gaussian layer by log-normal row and column scales
     (:func:`scale_mixture`), a row/column scale mixture of Gaussians; the correction makes it score
     exactly like ``spread = 0``. Returns ``n_samples`` values; the same ``seed`` gives the same values.
+    ``null``: the reference already computed by :func:`corrected_reference` for these shapes, masks
+    and centring (e.g. the one the statistic was scored against), so it is not simulated again.
     """
     if n_samples < 1 or spread < 0:
         raise ValueError(f"need n_samples >= 1 and spread >= 0; got {n_samples}, {spread}")
@@ -219,7 +221,9 @@ def corrected_gaussian_floor(shapes: Sequence[tuple[int, ...]], masks=None, n_sa
         raise ValueError(f"unknown reference {reference!r}; known: {', '.join(REFERENCES)}")
     shapes = [tuple(int(k) for k in s) for s in shapes]
     masks = [None] * len(shapes) if masks is None else _layers(masks)
-    null = None if reference == "normal" else corrected_reference(shapes, masks, seed, reference_size, centered)
+    null = _checked_null(null, reference)
+    if null is None and reference != "normal":
+        null = corrected_reference(shapes, masks, seed, reference_size, centered)
     rng = np.random.default_rng([seed, 1])
     values = []
     for _ in range(int(n_samples)):
@@ -227,6 +231,18 @@ def corrected_gaussian_floor(shapes: Sequence[tuple[int, ...]], masks=None, n_sa
         values.append(delta_cdf(change, centered) if null is None
                       else distance_between(_standardise(change, centered), null))
     return np.asarray(values)
+
+
+def _checked_null(null: np.ndarray | None, reference: str) -> np.ndarray | None:
+    """A caller's precomputed reference (sorted values of :func:`corrected_reference`), checked."""
+    if null is None:
+        return None
+    if reference == "normal":
+        raise ValueError("a precomputed null goes with reference='corrected_gaussian', not 'normal'")
+    null = np.asarray(null, dtype=np.float64)
+    if null.ndim != 1 or null.size < 2 or np.any(np.diff(null) < 0):
+        raise ValueError("null must be the sorted 1-D output of corrected_reference")
+    return null
 
 
 def scale_mixture(shape: tuple[int, ...], spread: float, rng: np.random.Generator) -> np.ndarray:
@@ -240,12 +256,14 @@ def scale_mixture(shape: tuple[int, ...], spread: float, rng: np.random.Generato
 
 def identify_corrected(w_before, w_after, candidates: Sequence[str | Potential] = CANDIDATE_POTENTIALS,
                        masks=None, centered: bool = False, reference: str = "corrected_gaussian",
-                       seed: int = 0) -> pd.DataFrame:
+                       seed: int = 0, null: np.ndarray | None = None) -> pd.DataFrame:
     """Corrected Delta-CDF of the dual change under each candidate, best first.
 
     ``w_before`` and ``w_after`` are one layer, a list of layers or a dict name -> layer (each at
     least 2-D: output units first); ``masks`` the entries to analyse (e.g. weights that received a
     gradient and kept their sign; every masked-in entry must be inside every candidate's domain).
+    ``null``: the corrected-Gaussian reference already computed (:func:`corrected_reference` with the
+    same shapes, masks, ``seed`` and centring), to share it with :func:`corrected_gaussian_floor`.
     Returns columns ``candidate``, ``delta_cdf`` (of the corrected change, against ``reference``;
     every candidate is compared with the same simulated null), ``n_weights``.
     """
@@ -257,8 +275,9 @@ def identify_corrected(w_before, w_after, candidates: Sequence[str | Potential] 
         raise ValueError("w_before and w_after must hold the same layers with the same shapes")
     masks = [np.ones(b.shape, dtype=bool) for b in before] if masks is None else \
         [np.asarray(m, dtype=bool) for m in _layers(masks)]
-    null = None if reference == "normal" else corrected_reference([b.shape for b in before], masks, seed,
-                                                                   centered=centered)
+    null = _checked_null(null, reference)
+    if null is None and reference != "normal":
+        null = corrected_reference([b.shape for b in before], masks, seed, centered=centered)
     rows = []
     for potential in potentials:
         changes = []

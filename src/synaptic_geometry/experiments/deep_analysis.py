@@ -26,9 +26,15 @@ from synaptic_geometry.gaussianity import domain_mask, gaussian_floor, identify
 from synaptic_geometry.infra.store import experiment
 from synaptic_geometry.infra.sweep import is_done
 from synaptic_geometry.potentials import CANDIDATE_POTENTIALS
-from synaptic_geometry.scale_correction import corrected_gaussian_floor, identify_corrected
+from synaptic_geometry.scale_correction import corrected_gaussian_floor, corrected_reference, identify_corrected
 
 STATISTICS = ("raw", "corrected")
+
+# The width point that does not fit the default build, measured outside it (2026-12-03, on the shared
+# 2-core machine under load; /usr/bin/time -v of pretraining, the units, the runs and their scores
+# from an empty store, serial, one thread): the perceptron 784-640-640-10 at reduced scope (one
+# seed, the three trained potentials, small-change protocol only).
+WIDE_POINT_COST = {"arch": "mlp-640", "seeds": 1, "potentials": 3, "units": 21, "cpu_seconds": 166.0}
 VERDICTS = ("holds", "partly", "fails")
 
 
@@ -95,7 +101,8 @@ def run_scores(params: dict, exclude_untouched: bool = True, floor_samples: int 
                candidates: tuple = tuple(CANDIDATE_POTENTIALS)) -> dict[str, np.ndarray]:
     """Delta-CDF of one stored run (``params`` of :func:`finetune.run_params`) under every candidate,
     for each statistic, pooled and per layer, with each statistic's null (median and 95th
-    percentile of ``floor_samples`` Gaussian samples of the same size, layer shapes and masks).
+    percentile of ``floor_samples`` Gaussian samples of the same size, layer shapes and masks; the corrected
+    floor is scored against the same simulated corrected-Gaussian reference as the statistic).
 
     Arrays: ``groups`` ("pooled", then layer names), ``candidates``, ``<statistic>/delta_cdf``
     (group x candidate), ``<statistic>/floor_median`` and ``<statistic>/floor_q95`` (per group),
@@ -115,10 +122,12 @@ def run_scores(params: dict, exclude_untouched: bool = True, floor_samples: int 
         n_weights[g] = b.size
         raw = identify(b, a, candidates=candidates)
         out["raw"][g] = raw.set_index("candidate").loc[candidates, "delta_cdf"].to_numpy()
-        corrected = identify_corrected(before, after, candidates, masks=masks)
+        shapes = [x.shape for x in before]
+        reference = corrected_reference(shapes, masks, seed=0)  # the statistic's and its floor's (one simulation)
+        corrected = identify_corrected(before, after, candidates, masks=masks, null=reference)
         out["corrected"][g] = corrected.set_index("candidate").loc[candidates, "delta_cdf"].to_numpy()
         raw_null = gaussian_floor(int(b.size), n_samples=floor_samples, seed=g)
-        corrected_null = corrected_gaussian_floor([x.shape for x in before], masks, n_samples=floor_samples, seed=g)
+        corrected_null = corrected_gaussian_floor(shapes, masks, n_samples=floor_samples, seed=g, null=reference)
         for stat, null in (("raw", raw_null), ("corrected", corrected_null)):
             floors[f"{stat}/floor_median"][g] = np.median(null)
             floors[f"{stat}/floor_q95"][g] = np.quantile(null, 0.95)

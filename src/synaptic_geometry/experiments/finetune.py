@@ -29,6 +29,10 @@ The protocol is a set of named options, validated and stored in each run's param
   the run's parameters without the rule, the grid and the extensions), so the two rules choose
   among the same trainings: a rule computed after the other trains only the units the other did
   not need (:func:`search` is the one implementation of both rules).
+  Three options cut the search's cost (:func:`run_params`): ``stop_at_100`` ends each training at
+  the first epoch at 100% training accuracy (the small-change rule's "stop as soon as the data are
+  fit"); ``bracket`` stops the search once its answer is bracketed inside the grid; ``start_lr``
+  starts a bracketed search at a given rate (e.g. the small-change search at the published rule's).
 * Every run records the change magnitude under the trained potential, the relative change of the
   weights themselves, the fraction of analysed weights that crossed zero, the chosen rate, the
   epochs and the training accuracy (:data:`RECORD_FIELDS`).
@@ -73,8 +77,8 @@ ZERO_POLICIES = ("euclidean", "nudge")
 PRETRAIN_RULES = ("epochs", "train_accuracy", "loss_plateau")
 LR_RULES = ("lowest_loss", "smallest_reaching_100")
 # The record of a run, as stored in its arrays (scalars) and attached to every analysis row by collect().
-RECORD_FIELDS = ("dim", "n_samples", "lr", "lr_rule", "lr_at_grid_end", "epochs", "train_loss", "train_accuracy",
-                 "reached_100", "change_magnitude", "relative_change", "fraction_crossed_zero")
+RECORD_FIELDS = ("dim", "n_samples", "lr", "lr_rule", "lr_at_grid_end", "epochs", "epochs_run", "train_loss",
+                 "train_accuracy", "reached_100", "change_magnitude", "relative_change", "fraction_crossed_zero")
 
 
 def child_seed(seed: int, stream: str) -> int:
@@ -382,13 +386,19 @@ def finetuning_images(params: dict, n: int, seed: int) -> data_mod.ImageData:
 def run_params(arch: str, potential: str, seed: int, pretraining: dict, lr_grid: Sequence[float] = (1e-3, 1e-2, 1e-1),
                epochs: int = 30, extra_epochs: int = 30, max_extensions: int = 1, batch_size: int = 256,
                momentum: float = 0.9, n_samples: int | None = None, zero_policy: str = "euclidean",
-               lr_rule: str = "lowest_loss") -> dict:
+               lr_rule: str = "lowest_loss", stop_at_100: bool = False, bracket: bool = False,
+               start_lr: float | None = None) -> dict:
     """Parameters of one finetuning run (validated; they form its key in the store).
 
     ``lr_rule`` (:data:`LR_RULES`): ``"lowest_loss"``, the published rule, runs every rate of
     ``lr_grid`` and takes the lowest final training loss; ``"smallest_reaching_100"`` runs the rates
     in increasing order and takes the first whose run reaches 100% training accuracy. The grid is
     stored sorted. ``seed`` must be a non-negative integer.
+
+    ``stop_at_100``: each training stops at the first epoch whose training accuracy is 100%
+    (``epochs`` is then the cap; the cosine schedule still spans it). ``bracket`` and ``start_lr``:
+    the search stops once its answer is bracketed inside the grid (:func:`search`). These three
+    enter the parameters only when set, so runs without them keep their keys.
     """
     if zero_policy not in ZERO_POLICIES:
         raise ValueError(f"unknown zero_policy {zero_policy!r}; known: {', '.join(ZERO_POLICIES)}")
@@ -405,11 +415,16 @@ def run_params(arch: str, potential: str, seed: int, pretraining: dict, lr_grid:
         raise ValueError(f"n_samples must be at least 2 (or None for floor(sqrt(D))); got {n_samples}")
     if pretraining.get("arch") != arch:
         raise ValueError(f"pretraining parameters are for {pretraining.get('arch')!r}, not {arch!r}")
+    if start_lr is not None and (not bracket or float(start_lr) not in [float(lr) for lr in lr_grid]):
+        raise ValueError(f"start_lr needs bracket=True and a rate of the grid; "
+                         f"got start_lr={start_lr}, bracket={bracket}, grid {list(lr_grid)}")
+    search_options = {**({"stop_at_100": True} if stop_at_100 else {}), **({"bracket": True} if bracket else {}),
+                      **({"start_lr": float(start_lr)} if start_lr is not None else {})}
     return {"arch": arch, "potential": check_potential(potential), "seed": int(seed), "pretraining": dict(pretraining),
             "lr_grid": sorted(float(lr) for lr in lr_grid), "lr_rule": lr_rule, "epochs": int(epochs),
             "extra_epochs": int(extra_epochs), "max_extensions": int(max_extensions), "batch_size": int(batch_size),
             "momentum": float(momentum), "n_samples": None if n_samples is None else int(n_samples),
-            "zero_policy": zero_policy}
+            "zero_policy": zero_policy, **search_options}
 
 
 def change_record(before: dict[str, np.ndarray], after: dict[str, np.ndarray], potential: str) -> dict[str, float]:
@@ -444,7 +459,8 @@ def unit_params(params: dict, lr: float, epochs: int) -> dict:
     """
     if not lr > 0 or int(epochs) < 1:
         raise ValueError(f"a unit needs lr > 0 and epochs >= 1; got {lr}, {epochs}")
-    return {**{k: params[k] for k in UNIT_KEYS}, "lr": float(lr), "epochs": int(epochs)}
+    stop = {"stop_at_100": True} if params.get("stop_at_100") else {}
+    return {**{k: params[k] for k in UNIT_KEYS}, **stop, "lr": float(lr), "epochs": int(epochs)}
 
 
 def _starting_point(params: dict, device: str) -> tuple[nn.Module, data_mod.ImageData, int, int]:
@@ -464,12 +480,15 @@ def finetune_unit(params: dict, device: str = "cpu") -> dict[str, np.ndarray]:
     final training loss and accuracy, the analysed weights after and their touched masks.
 
     Cached on its own, so that runs differing only in the learning-rate rule share the trainings
-    of their grids: a rule only chooses among stored units (:func:`search`)."""
+    of their grids: a rule only chooses among stored units (:func:`search`). With ``stop_at_100``
+    the training stops after the first epoch at 100% training accuracy (``epochs_run``)."""
     resolved = resolve_device(device)
     model, data, _, _ = _starting_point(params, device)
     watch = models.analysed_weights(model)
+    stop = (lambda epoch, net: evaluate(net, data)[1] >= 1.0) if params.get("stop_at_100") else None
     result = train(model, data, params["potential"], params["lr"], params["epochs"], params["batch_size"],
-                   params["momentum"], child_seed(params["seed"], "order"), params["zero_policy"], watch, resolved)
+                   params["momentum"], child_seed(params["seed"], "order"), params["zero_policy"], watch, resolved,
+                   stop=stop)
     arrays = {"loss": np.float64(result["loss"]), "accuracy": np.float64(result["accuracy"]),
               "epochs_run": np.int64(result["epochs_run"]), "diverged": np.bool_(result["diverged"]),
               "n_euclidean_params": np.int64(result["n_euclidean_params"]),
@@ -482,7 +501,8 @@ def finetune_unit(params: dict, device: str = "cpu") -> dict[str, np.ndarray]:
 
 
 def search(lr_rule: str, lr_grid: Sequence[float], epochs: int, extra_epochs: int, max_extensions: int,
-           outcome: Callable[[float, int], dict]) -> tuple[list[tuple[float, int, dict]], int]:
+           outcome: Callable[[float, int], dict], bracket: bool = False,
+           start_lr: float | None = None) -> tuple[list[tuple[float, int, dict]], int]:
     """The learning-rate search of a run: the (rate, epochs, outcome) tried, in order, and the chosen index.
 
     ``outcome(lr, epochs)`` gives a unit's result (a mapping with ``loss`` and ``accuracy``).
@@ -491,36 +511,99 @@ def search(lr_rule: str, lr_grid: Sequence[float], epochs: int, extra_epochs: in
     the lowest loss). When the chosen unit misses 100%, the search is repeated with
     ``extra_epochs`` more epochs, at most ``max_extensions`` times. A diverged rate has an
     infinite loss and is never preferred to a finite one.
+
+    ``bracket=True`` tries only the rates needed to bracket the answer inside the grid, from the
+    grid rate ``start_lr`` (default the smallest). ``lowest_loss`` tries the start and the rate
+    above it, then walks in the direction in which the loss fell, one rate at a time, until the
+    loss stops falling (assumption: the loss after a fixed number of epochs falls with the rate up
+    to its best rate and rises above it). ``smallest_reaching_100`` walks down from a start that
+    reaches 100% to the first rate that does not (assumption: the rates that fit are neighbours
+    in the grid, and the published rule's rate, the start, is among them when any is); a start
+    that does not reach 100% ends the search (the run does not fit); without ``start_lr`` it walks
+    up from the smallest rate as the full search does.
     """
     if lr_rule not in LR_RULES:
         raise ValueError(f"unknown lr_rule {lr_rule!r}; known: {', '.join(LR_RULES)}")
-    smallest = lr_rule == "smallest_reaching_100"
+    grid = sorted(lr_grid)
+    if start_lr is not None and start_lr not in grid:
+        raise ValueError(f"start_lr {start_lr} is not a rate of the grid {grid}")
     tried: list[tuple[float, int, dict]] = []
     chosen = -1
     for extension in range(int(max_extensions) + 1):
         n_epochs = int(epochs) + extension * int(extra_epochs)
-        chosen = -1
-        for lr in sorted(lr_grid):
+        first = len(tried)
+
+        def attempt(lr: float) -> dict:
             result = outcome(lr, n_epochs)
             tried.append((lr, n_epochs, result))
-            loss, reached = float(result["loss"]), float(result["accuracy"]) >= 1.0
-            if smallest and reached:
-                chosen = len(tried) - 1
-                break
-            if chosen < 0 or loss < float(tried[chosen][2]["loss"]):
-                chosen = len(tried) - 1
+            return result
+
+        start = grid.index(start_lr) if start_lr is not None else 0
+        if bracket and lr_rule == "lowest_loss":
+            _bracket_lowest_loss(grid, start, attempt)
+        elif bracket and start_lr is not None:
+            _bracket_smallest_reaching(grid, start, attempt)
+        else:
+            for lr in grid:
+                if float(attempt(lr)["accuracy"]) >= 1.0 and lr_rule == "smallest_reaching_100":
+                    break
+        chosen = _choose(lr_rule, tried, first)
         if float(tried[chosen][2]["accuracy"]) >= 1.0:
             break
     return tried, chosen
 
 
+def _bracket_lowest_loss(grid: Sequence[float], start: int, attempt: Callable[[float], dict]) -> None:
+    """Try rates of ``grid`` from index ``start`` until the lowest loss is bracketed (see :func:`search`)."""
+    def loss(i: int) -> float:
+        return float(attempt(grid[i])["loss"])
+
+    best = loss(start)
+    if start + 1 < len(grid):
+        above = loss(start + 1)
+        if above < best:  # the loss falls upwards: walk up
+            best = above
+            for i in range(start + 2, len(grid)):
+                current = loss(i)
+                if current >= best:
+                    return
+                best = current
+            return
+    for i in range(start - 1, -1, -1):  # otherwise walk down
+        current = loss(i)
+        if current >= best:
+            return
+        best = current
+
+
+def _bracket_smallest_reaching(grid: Sequence[float], start: int, attempt: Callable[[float], dict]) -> None:
+    """From index ``start``, if it reaches 100%, try rates downwards to the first that does not."""
+    if float(attempt(grid[start])["accuracy"]) < 1.0:
+        return
+    for i in range(start - 1, -1, -1):
+        if float(attempt(grid[i])["accuracy"]) < 1.0:
+            return
+
+
+def _choose(lr_rule: str, tried: Sequence[tuple[float, int, dict]], first: int) -> int:
+    """Index in ``tried`` of the rule's choice among the entries from ``first`` on: the smallest rate
+    at 100% training accuracy (``smallest_reaching_100``, if any), else the lowest final loss (the
+    smallest rate among equal losses)."""
+    entries = range(first, len(tried))
+    if lr_rule == "smallest_reaching_100":
+        reached = [i for i in entries if float(tried[i][2]["accuracy"]) >= 1.0]
+        if reached:
+            return min(reached, key=lambda i: tried[i][0])
+    return min(entries, key=lambda i: (float(tried[i][2]["loss"]), tried[i][0]))
+
+
 def base_units(runs: Sequence[dict]) -> list[dict]:
     """The distinct units that the runs certainly need before any extension: the whole grid at the
-    first number of epochs for ``lowest_loss`` runs (a ``smallest_reaching_100`` run stops early,
+    first number of epochs for ``lowest_loss`` runs without ``bracket`` (the other runs stop early,
     so its units are computed by the run itself, or found stored from a ``lowest_loss`` twin)."""
     unique: dict[str, dict] = {}
     for run in runs:
-        if run["lr_rule"] == "lowest_loss":
+        if run["lr_rule"] == "lowest_loss" and not run.get("bracket"):
             for lr in run["lr_grid"]:
                 unit = unit_params(run, lr, run["epochs"])
                 unique.setdefault(json_key(unit), unit)
@@ -537,13 +620,15 @@ def finetune(params: dict, device: str = "cpu") -> dict[str, np.ndarray]:
     before = {k: v.detach().cpu().numpy().copy() for k, v in models.analysed_weights(pretrained).items()}
     grid = sorted(params["lr_grid"])
     tried, index = search(params["lr_rule"], grid, params["epochs"], params["extra_epochs"], params["max_extensions"],
-                          lambda lr, epochs: finetune_unit(unit_params(params, lr, epochs), device=device))
+                          lambda lr, epochs: finetune_unit(unit_params(params, lr, epochs), device=device),
+                          bracket=params.get("bracket", False), start_lr=params.get("start_lr"))
     lr, epochs, chosen = tried[index]
     after = {k: chosen[f"after/{k}"] for k in before}
     accuracy = float(chosen["accuracy"])
     arrays = {"dim": np.int64(dim), "n_samples": np.int64(n), "lr": np.float64(lr),
               "lr_rule": np.asarray(params["lr_rule"]), "lr_at_grid_end": np.bool_(lr in (grid[0], grid[-1])),
-              "epochs": np.int64(epochs), "train_loss": np.float64(chosen["loss"]),
+              "epochs": np.int64(epochs), "epochs_run": np.int64(chosen["epochs_run"]),
+              "train_loss": np.float64(chosen["loss"]),
               "train_accuracy": np.float64(accuracy), "reached_100": np.bool_(accuracy >= 1.0),
               **{k: np.float64(v) for k, v in change_record(before, after, params["potential"]).items()},
               "n_euclidean_params": np.int64(chosen["n_euclidean_params"]),

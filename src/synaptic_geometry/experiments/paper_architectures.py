@@ -20,7 +20,7 @@ import seaborn as sns
 
 from synaptic_geometry.experiments import finetune as ft
 from synaptic_geometry.experiments import simsiam
-from synaptic_geometry.infra.sweep import run_sweep
+from synaptic_geometry.infra.sweep import is_done, run_sweep
 from synaptic_geometry.potentials import CANDIDATE_POTENTIALS, TRAINED_POTENTIALS, display_name
 
 SIMSIAM = "simsiam"  # the architecture label of SimSiam's runs on the digits in the chapter's tables
@@ -57,9 +57,12 @@ def simsiam_plan(pretraining: dict, potentials: Sequence[str], seeds: Sequence[i
 
 
 def rate_runs(runs: Sequence[dict]) -> list[dict]:
-    """The distinct single-rate runs the SimSiam runs need (each rule's grid, shared across rules)."""
+    """The distinct single-rate runs the SimSiam runs certainly need (each rule's grid, shared across
+    rules; a bracketed run stops early, so its rates are computed by the run itself)."""
     unique = {}
     for run in runs:
+        if run.get("bracket"):
+            continue
         shared = {k: run[k] for k in simsiam.RATE_KEYS}
         for lr in run["lr_grid"]:
             params = {**shared, "lr": lr}
@@ -77,9 +80,34 @@ def run_simsiam(runs: Sequence[dict], root=None, executor: str = "local", worker
                       label_keys=["backbone", "width"], **options)
     second = run_sweep(simsiam.finetune_at_rate, [{"params": r} for r in rate_runs(runs)],
                        label_keys=["potential", "seed", "lr"], **options)
-    third = run_sweep(simsiam.finetune, [{"params": r} for r in runs], label_keys=["potential", "seed", "lr_rule"],
-                      **options)
-    return first, second, third
+    rules = list(dict.fromkeys(r["lr_rule"] for r in runs))  # one sweep per rule, so later rules find the rates stored
+    third = [run_sweep(simsiam.finetune, [{"params": r} for r in runs if r["lr_rule"] == rule],
+                       label_keys=["potential", "seed", "lr_rule"], **options) for rule in rules]
+    return (first, second, *third)
+
+
+# ---------------------------------------------------------------------------------------------
+# The supervised small-change runs, planned from the published runs
+
+
+SEARCH_SHARED = ("lr_grid", "extra_epochs", "max_extensions", "batch_size", "momentum", "n_samples", "zero_policy")
+
+
+def small_change_plan(published: Sequence[dict], epochs: int, root=None) -> list[dict]:
+    """The small-change twin of each finished published run (same grid, batch and data): the smallest
+    rate that reaches 100% training accuracy within ``epochs``, each training stopped at the first
+    epoch at 100%, the search bracketed and started at the rate the published run chose."""
+    runs = []
+    for run in published:
+        if run["lr_rule"] != "lowest_loss":
+            raise ValueError(f"small-change twins are planned from published (lowest_loss) runs; got {run['lr_rule']!r}")
+        if not is_done(ft.finetune, {"params": run}, root):
+            raise ValueError(f"published run {run['arch']} {run['potential']} seed {run['seed']} is not stored yet")
+        start = float(ft.finetune(run, root=root)["lr"])
+        runs.append(ft.run_params(run["arch"], run["potential"], run["seed"], run["pretraining"], epochs=epochs,
+                                  lr_rule="smallest_reaching_100", stop_at_100=True, bracket=True, start_lr=start,
+                                  **{k: run[k] for k in SEARCH_SHARED}))
+    return runs
 
 
 def collect_simsiam(runs: Sequence[dict], root=None, exclude_untouched: bool = True, per_layer: bool = False,
@@ -125,6 +153,15 @@ def run_table(best: pd.DataFrame) -> pd.DataFrame:
         "arch": "network", "lr_rule": "rule", "potential": "trained", "inferred": "lowest Delta-CDF",
         "delta_cdf": "its Delta-CDF", "dim": "D", "n_samples": "N", "lr": "rate", "lr_at_grid_end": "rate at grid end",
         "relative_change": "relative change", "fraction_crossed_zero": "crossed zero", "fits": "fit the data"})
+
+
+def grid_end_runs(best: pd.DataFrame) -> pd.DataFrame:
+    """The runs whose chosen rate sat at an end of the grid (their search is not finished), for the reader."""
+    flagged = best[best["lr_at_grid_end"].astype(bool)]
+    return pd.DataFrame({"network": flagged["arch"].map(label),
+                         "rule": flagged["lr_rule"].map(lambda r: RULE_LABELS.get(r, r)),
+                         "trained": flagged["potential"].map(display_name), "rate": flagged["lr"].astype(float)}
+                        ).reset_index(drop=True)
 
 
 def verdict(correct: int, runs: int) -> str:

@@ -511,7 +511,8 @@ def gap_closed(loss_before: float, loss_after: float) -> float:
 
 def finetune_params(potential: str, seed: int, pretraining: dict, lr_grid: Sequence[float] = (1e-3, 1e-2, 1e-1),
                     lr_rule: str = "smallest_near_best", epochs: int = 50, target_gap_closed: float = 0.5,
-                    batch_size: int = 256, momentum: float = 0.9, n_samples: int | None = None) -> dict:
+                    batch_size: int = 256, momentum: float = 0.9, n_samples: int | None = None,
+                    bracket: bool = False) -> dict:
     """Parameters of one SimSiam finetuning run (validated; they form its key in the store).
 
     ``lr_rule``: ``lowest_loss`` (the published rule: the rate with the lowest final loss);
@@ -521,6 +522,11 @@ def finetune_params(potential: str, seed: int, pretraining: dict, lr_grid: Seque
     ``smallest_near_best`` (the smallest rate whose run closes at least ``target_gap_closed`` of
     what the best rate of the grid closed: the knee of the loss against the rate, always reached
     when any rate lowers the loss, at the cost of running the whole grid).
+
+    ``bracket=True`` runs the rates upwards and stops at the first whose loss exceeds the lowest so
+    far (assuming the loss falls with the rate up to its best rate and rises above it): the lowest
+    loss is then bracketed, and so is the best gap closed that ``smallest_near_best`` measures
+    against (the gap closed falls as the loss rises). It enters the parameters only when set.
     """
     if lr_rule not in LR_RULES:
         raise ValueError(f"unknown lr_rule {lr_rule!r}; known: {', '.join(LR_RULES)}")
@@ -535,7 +541,8 @@ def finetune_params(potential: str, seed: int, pretraining: dict, lr_grid: Seque
     return {"potential": get_potential(potential).name, "seed": int(seed), "pretraining": dict(pretraining),
             "lr_grid": sorted(float(lr) for lr in lr_grid), "lr_rule": lr_rule, "epochs": int(epochs),
             "target_gap_closed": float(target_gap_closed), "batch_size": int(batch_size),
-            "momentum": float(momentum), "n_samples": None if n_samples is None else int(n_samples)}
+            "momentum": float(momentum), "n_samples": None if n_samples is None else int(n_samples),
+            **({"bracket": True} if bracket else {})}
 
 
 RATE_KEYS = ("potential", "seed", "pretraining", "epochs", "batch_size", "momentum", "n_samples")
@@ -592,6 +599,8 @@ def finetune(params: dict) -> dict[str, np.ndarray]:
         run = finetune_at_rate({**shared, "lr": lr})
         runs.append((lr, run))
         if params["lr_rule"] == "smallest_converged" and float(run["gap_closed"]) >= params["target_gap_closed"]:
+            break
+        if params.get("bracket") and float(run["loss"]) > min(float(r["loss"]) for _, r in runs):
             break
     closed = [float(run["gap_closed"]) for _, run in runs]
     target = params["target_gap_closed"]
