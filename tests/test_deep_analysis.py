@@ -127,6 +127,16 @@ def test_record_summary_and_identified_fraction():
     assert frac.loc["raw", "margin"] == pytest.approx(np.median([-0.1, 0.1]) / 0.02)
 
 
+def test_width_table_orders_by_size_with_reader_columns():
+    base = da.outcomes(synthetic_scores()).assign(relative_change=0.2, fraction_crossed_zero=0.0, n_weights=800)
+    out = pd.concat([base.assign(arch="mlp-640", dim=911360), base.assign(arch="mlp-32", dim=26112)])
+    table = da.width_table(out)
+    assert list(table["network"]) == ["mlp-32", "mlp-32", "mlp-640", "mlp-640"]  # narrowest first
+    assert list(table["statistic"][:2]) == ["raw", "corrected"]
+    assert "weights D" in table and "dim" not in table and table["weights D"].tolist()[-1] == 911360
+    assert table.loc[table["statistic"] == "corrected", "fraction identified"].tolist() == [1.0, 1.0]
+
+
 def test_unit_sweep_resumes_after_a_kill(tmp_path):
     """The sweep of single-rate units killed after its first stored unit recomputes only the missing
     units, and the runs then find every unit they need in the store (none trained twice)."""

@@ -30,8 +30,6 @@ from synaptic_geometry.scale_correction import corrected_gaussian_floor, correct
 
 STATISTICS = ("raw", "corrected")
 
-# The next perceptron width, left out of the default build for its cost (the chapter says why).
-WIDE_POINT = "mlp-640"
 VERDICTS = ("holds", "partly", "fails")
 
 
@@ -268,3 +266,17 @@ def identified_fraction(outcome: pd.DataFrame, by: Sequence[str]) -> pd.DataFram
                  change=("change_magnitude", "median"), floor_ratio=("floor_ratio", "median"),
                  n_weights=("n_weights", "median"), dim=("dim", "median"))
             .reset_index())
+
+
+def width_table(width_outcome: pd.DataFrame) -> pd.DataFrame:
+    """The width sweep's table: one row per perceptron (narrowest first) and statistic, with the
+    fraction identified, the median margin and Delta-CDF in units of the null's median, and the
+    median change magnitude."""
+    frame = identified_fraction(width_outcome, ["arch", "statistic"]).sort_values(["dim", "statistic"],
+                                                                                    ascending=[True, False])
+    frame = frame.assign(dim=frame["dim"].astype(int), n_weights=frame["n_weights"].astype(int))
+    return frame[["arch", "dim", "n_weights", "statistic", "runs", "identified", "margin", "floor_ratio",
+                  "change"]].rename(columns={
+        "arch": "network", "dim": "weights D", "n_weights": "analysed weights (median)", "statistic": "statistic",
+        "runs": "runs", "identified": "fraction identified", "margin": "median margin / null",
+        "floor_ratio": "median Delta-CDF / null", "change": "median change |Δw|/|w|"})
