@@ -68,6 +68,7 @@ def test_outcomes_margins_and_verdicts():
     assert table.loc["raw", "identified"] == "1 / 2" and table.loc["raw", "verdict"] == "partly"
     assert table.loc["corrected", "verdict"] == "holds" and table.loc["corrected", "rate at grid end"] == 1
     assert table.loc["corrected", "median change"] == pytest.approx(0.15)
+    assert table.loc["raw", "median margin / null"] == pytest.approx(np.median([-0.1, 0.1]) / 0.02)
     c = da.counts(out.reset_index()).set_index("statistic")
     assert c.loc["raw", "identified"] == 1 and c.loc["corrected", "runs"] == 2
     assert [da.verdict(k, 6) for k in (6, 5, 3, 2, 0)] == ["holds", "partly", "partly", "fails", "fails"]
@@ -128,13 +129,14 @@ def test_record_summary_and_identified_fraction():
 
 
 def test_width_table_orders_by_size_with_reader_columns():
-    base = da.outcomes(synthetic_scores()).assign(relative_change=0.2, fraction_crossed_zero=0.0, n_weights=800)
+    base = da.outcomes(synthetic_scores()).assign(relative_change=0.2, fraction_crossed_zero=0.0)
     out = pd.concat([base.assign(arch="mlp-640", dim=911360), base.assign(arch="mlp-32", dim=26112)])
     table = da.width_table(out)
-    assert list(table["network"]) == ["mlp-32", "mlp-32", "mlp-640", "mlp-640"]  # narrowest first
-    assert list(table["statistic"][:2]) == ["raw", "corrected"]
-    assert "weights D" in table and "dim" not in table and table["weights D"].tolist()[-1] == 911360
-    assert table.loc[table["statistic"] == "corrected", "fraction identified"].tolist() == [1.0, 1.0]
+    assert list(table["network"]) == ["mlp-32", "mlp-640"]  # narrowest first, one row each
+    assert table["D"].tolist() == [26112, 911360] and table["runs"].tolist() == [2, 2]
+    assert table["raw: identified"].tolist() == [0.5, 0.5] and table["corrected: identified"].tolist() == [1.0, 1.0]
+    ratio = np.median([0.3, 0.1]) / 0.02  # the trained potential (2-norm) over the null median
+    assert table["raw: ratio"].tolist() == pytest.approx([ratio, ratio])
 
 
 def test_unit_sweep_resumes_after_a_kill(tmp_path):

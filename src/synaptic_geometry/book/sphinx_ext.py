@@ -1,6 +1,7 @@
 """A small Sphinx extension of the book: each chapter's download menu also offers the chapter's
 MyST notebook source (``notebooks/<chapter>.md``, copied into the site as ``sources/<chapter>.md`` by the build), beside the
-executed ``.ipynb`` and the print-to-PDF button of the book theme."""
+executed ``.ipynb`` and the print-to-PDF button of the book theme; and the book's table style
+(``static/tables.css``) is added to every page."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 from sphinx.application import Sphinx
 
 from synaptic_geometry.book.build import EXECUTED_DIR
+
+STATIC_DIR = Path(__file__).parent / "static"
 
 
 def add_notebook_source_button(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
@@ -29,6 +32,13 @@ def add_notebook_source_button(app: Sphinx, pagename: str, templatename: str, co
             })
 
 
+def add_static_dir(app: Sphinx) -> None:
+    """Serve the book's own stylesheets (``STATIC_DIR``) beside the theme's."""
+    app.config.html_static_path.append(str(STATIC_DIR))
+
+
 def setup(app: Sphinx) -> dict:
     app.connect("html-page-context", add_notebook_source_button, priority=900)
+    app.connect("builder-inited", add_static_dir)
+    app.add_css_file("tables.css")
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -202,14 +202,14 @@ def verdict(n_correct: int, n_runs: int) -> str:
 
 def verdicts(outcome: pd.DataFrame, by: Sequence[str] = ("arch", "protocol", "statistic")) -> pd.DataFrame:
     """The closing table: per group, runs identified, median change magnitude, median trained
-    Delta-CDF over its floor, runs whose rate sits at the grid's end or that missed 100%, verdict."""
+    Delta-CDF over its floor, median margin to the runner-up over the floor, runs whose rate sits at the grid's end or that missed 100%, verdict."""
     rows = []
     for key, group in outcome.groupby(list(by), sort=False):
         n, k = len(group), int(group["correct"].sum())
         rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))),
                      "identified": f"{k} / {n}", "median change": float(group["change_magnitude"].median()),
                      "median Delta-CDF / floor": float(group["floor_ratio"].median()),
-                     "median margin": float(group["margin"].median()),
+                     "median margin / null": float((group["margin"] / group["floor_median"]).median()),
                      "rate at grid end": int(group["lr_at_grid_end"].sum()),
                      "missed 100%": int((~group["reached_100"].astype(bool)).sum()),
                      "verdict": verdict(k, n)})
@@ -269,14 +269,15 @@ def identified_fraction(outcome: pd.DataFrame, by: Sequence[str]) -> pd.DataFram
 
 
 def width_table(width_outcome: pd.DataFrame) -> pd.DataFrame:
-    """The width sweep's table: one row per perceptron (narrowest first) and statistic, with the
-    fraction identified, the median margin and Delta-CDF in units of the null's median, and the
-    median change magnitude."""
-    frame = identified_fraction(width_outcome, ["arch", "statistic"]).sort_values(["dim", "statistic"],
-                                                                                    ascending=[True, False])
-    frame = frame.assign(dim=frame["dim"].astype(int), n_weights=frame["n_weights"].astype(int))
-    return frame[["arch", "dim", "n_weights", "statistic", "runs", "identified", "margin", "floor_ratio",
-                  "change"]].rename(columns={
-        "arch": "network", "dim": "weights D", "n_weights": "analysed weights (median)", "statistic": "statistic",
-        "runs": "runs", "identified": "fraction identified", "margin": "median margin / null",
-        "floor_ratio": "median Delta-CDF / null", "change": "median change |Δw|/|w|"})
+    """The width sweep's table: one row per perceptron (narrowest first) with its number of weights
+    and runs, the median change magnitude, and per statistic the fraction identified and the median
+    Delta-CDF under the trained potential in units of the null's median."""
+    frame = identified_fraction(width_outcome, ["arch", "statistic"])
+    wide = frame.pivot(index="arch", columns="statistic", values=["identified", "floor_ratio"])
+    first = frame.groupby("arch")[["dim", "runs", "change"]].first()
+    table = pd.DataFrame({"network": first.index, "D": first["dim"].astype(int).to_numpy(),
+                          "runs": first["runs"].to_numpy(), "change": first["change"].to_numpy()})
+    for statistic in [s for s in STATISTICS if s in frame["statistic"].unique()]:
+        table[f"{statistic}: identified"] = wide[("identified", statistic)].reindex(first.index).to_numpy()
+        table[f"{statistic}: ratio"] = wide[("floor_ratio", statistic)].reindex(first.index).to_numpy()
+    return table.sort_values("D").reset_index(drop=True)
