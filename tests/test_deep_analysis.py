@@ -94,6 +94,22 @@ def test_scores_of_stored_runs(tmp_path):
     assert set(per_layer["layer"]) == {"features.1.weight"}
 
 
+def test_score_sweep_stores_what_scores_reads(tmp_path):
+    """The scoring sweep computes each finished run's scores once (in worker processes), and the
+    table read afterwards equals the one computed in the calling process."""
+    runs = tiny_plan(["negative_entropy"])
+    ft.run_all(runs, root=tmp_path, executor="serial", progress=False)
+    direct = da.scores(runs, PROTOCOLS, root=tmp_path, floor_samples=3)
+    for path in (tmp_path / "deep_scores").glob("*"):
+        path.unlink()  # forget the scores: the sweep must recompute them
+    first = da.score_all(runs + tiny_plan(["3-norm"]), root=tmp_path, floor_samples=3, executor="local", workers=2,
+                         progress=False)
+    assert (first.n_jobs, first.n_computed, first.ok) == (len(runs), len(runs), True)  # unfinished runs skipped
+    again = da.score_all(runs, root=tmp_path, floor_samples=3, executor="serial", progress=False)
+    assert (again.n_cached, again.n_computed) == (len(runs), 0)
+    pd.testing.assert_frame_equal(da.scores(runs, PROTOCOLS, root=tmp_path, floor_samples=3), direct)
+
+
 def test_enlarged_sweep_resumes_after_a_kill(tmp_path):
     """The chapter's sweep (both protocols) killed after its first finished run reruns only the missing runs."""
     runs = tiny_plan(["2-norm", "negative_entropy", "3-norm"])

@@ -192,6 +192,15 @@ def test_chapters_execute_jobs_at_a_time(tmp_path):
         assert (max(a0, b0) < min(a1, b1)) is overlap
 
 
+def test_longest_chapters_start_first():
+    toc = pipeline.chapters()
+    order = pipeline.start_order(toc)
+    assert sorted(order) == sorted(toc) and order[:len(pipeline.LONGEST_FIRST)] == list(pipeline.LONGEST_FIRST)
+    assert pipeline.start_order(["mirror_descent", "spiking", "biology", "deep_networks"]) == \
+        ["deep_networks", "spiking", "mirror_descent", "biology"]  # the rest keep their order
+    assert set(pipeline.LONGEST_FIRST) <= set(toc)  # no stale name
+
+
 def test_a_failed_chapter_stops_a_parallel_build(tmp_path):
     with pytest.raises(pipeline.PipelineError, match="'bad' failed"):
         list(pipeline.execute_chapters(["bad", "a"], "tiny", 2, run=_timed_chapter, log=str(tmp_path)))

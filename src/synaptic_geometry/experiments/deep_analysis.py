@@ -24,7 +24,7 @@ from synaptic_geometry.experiments import finetune as ft
 from synaptic_geometry.experiments import models
 from synaptic_geometry.gaussianity import domain_mask, gaussian_floor, identify
 from synaptic_geometry.infra.store import experiment
-from synaptic_geometry.infra.sweep import is_done
+from synaptic_geometry.infra.sweep import SweepResult, is_done, run_sweep
 from synaptic_geometry.potentials import CANDIDATE_POTENTIALS
 from synaptic_geometry.scale_correction import corrected_gaussian_floor, corrected_reference, identify_corrected
 
@@ -128,6 +128,16 @@ def run_scores(params: dict, exclude_untouched: bool = True, floor_samples: int 
             floors[f"{stat}/floor_q95"][g] = np.quantile(null, 0.95)
     return {"groups": np.asarray([g for g, _ in groups]), "candidates": np.asarray(candidates),
             "n_weights": n_weights, **{f"{s}/delta_cdf": v for s, v in out.items()}, **floors}
+
+
+def score_all(runs: Sequence[dict], root=None, exclude_untouched: bool = True, floor_samples: int = 10,
+              **sweep_options) -> SweepResult:
+    """Score every finished run (:func:`run_scores`) as a sweep, in the machine's worker
+    processes, so that :func:`scores` afterwards only reads the store. ``sweep_options`` go to
+    :func:`~synaptic_geometry.infra.sweep.run_sweep` (executor, workers, threads, progress, cluster)."""
+    jobs = [{"params": params, "exclude_untouched": exclude_untouched, "floor_samples": floor_samples}
+            for params in runs if ft.is_done(ft.finetune, {"params": params}, root)]
+    return run_sweep(run_scores, jobs, root, **sweep_options)
 
 
 def scores(runs: Sequence[dict], protocols: Mapping[str, Mapping], root=None, exclude_untouched: bool = True,
