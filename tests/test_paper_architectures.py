@@ -100,6 +100,9 @@ def test_simsiam_sweeps_and_rows(ssl_store):
     assert best["n_weights"].gt(0).all() and np.isfinite(best["delta_cdf"]).all()
     table = pa.run_table(best)
     assert "SimSiam (ResNet-10)" in set(table["network"]) and "relative change" in table
+    assert "D" not in table and "N" not in table and len(table) == len(best)  # D and N: the networks' table
+    assert ("seed" in table) == (best["seed"].nunique() > 1)
+    assert "seed" in pa.run_table(pd.concat([best, best.assign(seed=best["seed"] + 1)]))
 
 
 def test_simsiam_rerun_loads_everything(ssl_store):

@@ -143,16 +143,19 @@ def inferred(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def run_table(best: pd.DataFrame) -> pd.DataFrame:
-    """The record of every run, for the reader: network, rule, potentials, rate and how far the weights moved."""
-    table = best[list(RECORD) + ["inferred", "delta_cdf"]].copy()
+    """The record of every run, for the reader: network, rule, potentials, rate and how far the weights
+    moved (each network's D and N are in the networks' table, and a single seed in the parameters'
+    table, not repeated here)."""
+    dropped = ("dim", "n_samples") + (("seed",) if best["seed"].nunique() == 1 else ())
+    table = best[[c for c in RECORD if c not in dropped] + ["inferred", "delta_cdf"]].copy()
     table["arch"] = table["arch"].map(label)
     table["lr_rule"] = table["lr_rule"].map(lambda r: RULE_LABELS.get(r, r))
     for column in ("potential", "inferred"):
         table[column] = table[column].map(display_name)
     return table.rename(columns={
-        "arch": "network", "lr_rule": "rule", "potential": "trained", "inferred": "lowest Delta-CDF",
-        "delta_cdf": "its Delta-CDF", "dim": "D", "n_samples": "N", "lr": "rate", "lr_at_grid_end": "rate at grid end",
-        "relative_change": "relative change", "fraction_crossed_zero": "crossed zero", "fits": "fit the data"})
+        "arch": "network", "lr_rule": "rule", "potential": "trained", "inferred": "inferred",
+        "delta_cdf": "Delta-CDF", "lr": "rate", "lr_at_grid_end": "at grid end",
+        "relative_change": "relative change", "fraction_crossed_zero": "crossed zero", "fits": "fit"})
 
 
 def grid_end_runs(best: pd.DataFrame) -> pd.DataFrame:
