@@ -182,3 +182,16 @@ def test_unit_sweep_resumes_after_a_kill(tmp_path):
     assert second.ok and third.ok and (third.n_cached, third.n_computed) == (0, len(runs))
     assert all(path.stat().st_mtime_ns == stamp for path, stamp in stamps.items())  # the stored units were kept
     assert len(list((root / "finetune_unit").glob("*.npz"))) == len(units)  # the runs trained no unit again
+
+
+def test_width_trend_separates_the_statistic_from_its_null():
+    """A Delta-CDF constant in width over a null falling like D^-1/2: the ratio rises by the null's
+    factor alone, and the statistic's own factor is one."""
+    rows = [{"statistic": stat, "dim": d, "n_weights": d // 2, "trained_delta_cdf": 0.2,
+             "floor_median": 1 / np.sqrt(d // 2), "floor_ratio": 0.2 * np.sqrt(d // 2)}
+            for d in (1000, 4000, 16000) for stat in ("raw", "corrected")]
+    trend = da.width_trend(pd.DataFrame(rows))
+    assert (trend["narrowest_d"], trend["widest_d"]) == (1000, 16000)
+    assert trend["stat_factor"] == pytest.approx(1.0) and trend["null_factor"] == pytest.approx(0.25)
+    assert trend["sqrt_factor"] == pytest.approx(0.25)
+    assert trend["widest_ratio"] / trend["narrowest_ratio"] == pytest.approx(4.0)

@@ -212,7 +212,8 @@ def verdict(n_correct: int, n_runs: int) -> str:
 
 def verdicts(outcome: pd.DataFrame, by: Sequence[str] = ("arch", "protocol", "statistic")) -> pd.DataFrame:
     """The closing table: per group, runs identified, median change magnitude, median trained
-    Delta-CDF over its floor, median margin to the runner-up over the floor, runs whose rate sits at the grid's end or that missed 100%, verdict."""
+    Delta-CDF and median margin to the runner-up (both over the floor), runs whose rate sits at
+    the grid's end or that missed 100%, verdict."""
     rows = []
     for key, group in outcome.groupby(list(by), sort=False):
         n, k = len(group), int(group["correct"].sum())
@@ -274,7 +275,7 @@ def identified_fraction(outcome: pd.DataFrame, by: Sequence[str]) -> pd.DataFram
     return (frame.groupby(list(by), sort=False)
             .agg(identified=("correct", "mean"), runs=("correct", "size"), margin=("margin_floor", "median"),
                  change=("change_magnitude", "median"), floor_ratio=("floor_ratio", "median"),
-                 n_weights=("n_weights", "median"), dim=("dim", "median"))
+                 dim=("dim", "median"))
             .reset_index())
 
 
@@ -291,3 +292,18 @@ def width_table(width_outcome: pd.DataFrame) -> pd.DataFrame:
         table[f"{statistic}: identified"] = wide[("identified", statistic)].reindex(first.index).to_numpy()
         table[f"{statistic}: ratio"] = wide[("floor_ratio", statistic)].reindex(first.index).to_numpy()
     return table.sort_values("D").reset_index(drop=True)
+
+
+def width_trend(width_outcome: pd.DataFrame, statistic: str = "raw") -> dict[str, float]:
+    """How the trained potential's Delta-CDF and its null move with width (medians over runs per
+    network size D): at the narrowest and widest D, the ratio to the null, and from narrowest to
+    widest the factor of the Delta-CDF, of its null, and the D^-1/2 factor a sampling floor predicts
+    from the analysed weights' count."""
+    frame = width_outcome[width_outcome["statistic"] == statistic]
+    by_d = frame.groupby("dim")[["floor_ratio", "trained_delta_cdf", "floor_median", "n_weights"]].median()
+    narrow, wide = by_d.iloc[0], by_d.iloc[-1]
+    return {"narrowest_d": int(by_d.index[0]), "widest_d": int(by_d.index[-1]),
+            "narrowest_ratio": float(narrow["floor_ratio"]), "widest_ratio": float(wide["floor_ratio"]),
+            "stat_factor": float(wide["trained_delta_cdf"] / narrow["trained_delta_cdf"]),
+            "null_factor": float(wide["floor_median"] / narrow["floor_median"]),
+            "sqrt_factor": float(np.sqrt(narrow["n_weights"] / wide["n_weights"]))}
