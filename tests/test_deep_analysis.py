@@ -195,3 +195,5 @@ def test_width_trend_separates_the_statistic_from_its_null():
     assert trend["stat_factor"] == pytest.approx(1.0) and trend["null_factor"] == pytest.approx(0.25)
     assert trend["sqrt_factor"] == pytest.approx(0.25)
     assert trend["widest_ratio"] / trend["narrowest_ratio"] == pytest.approx(4.0)
+    assert trend["direction"] == "rises"
+    assert da.width_trend(pd.DataFrame([{**r, "floor_ratio": 1 / r["dim"]} for r in rows]))["direction"] == "falls"

@@ -49,8 +49,8 @@ PROFILES = ("tiny", "default", "paper")
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 MACHINE_KEYS = ("executor", "workers", "threads", "device", "cluster")
 EXECUTED_DIR = "book"  # executed chapters sit beside the prose pages: URLs book/<chapter>.html
-# Chapters that take longest at the default profile (measured: deep networks about 9 minutes,
-# the paper's architectures 6, the spiking neuron 4, each sharing 2 cores with another chapter).
+# Chapters that take longest at the default profile (measured in whole builds on 2 cores: deep
+# networks about 8 minutes, the paper's architectures about 6, the spiking neuron a few).
 # The build starts them first, so that the short chapters fill the gaps at the end rather than a
 # long one running alone; the order changes only the wall time, never a result.
 LONGEST_FIRST = ("deep_networks", "paper_architectures", "spiking")

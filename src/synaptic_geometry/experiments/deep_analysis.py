@@ -298,7 +298,7 @@ def width_trend(width_outcome: pd.DataFrame, statistic: str = "raw") -> dict[str
     """How the trained potential's Delta-CDF and its null move with width (medians over runs per
     network size D): at the narrowest and widest D, the ratio to the null, and from narrowest to
     widest the factor of the Delta-CDF, of its null, and the D^-1/2 factor a sampling floor predicts
-    from the analysed weights' count."""
+    from the analysed weights' count; ``direction``: whether the ratio "rises" or "falls" with width."""
     frame = width_outcome[width_outcome["statistic"] == statistic]
     by_d = frame.groupby("dim")[["floor_ratio", "trained_delta_cdf", "floor_median", "n_weights"]].median()
     narrow, wide = by_d.iloc[0], by_d.iloc[-1]
@@ -306,4 +306,5 @@ def width_trend(width_outcome: pd.DataFrame, statistic: str = "raw") -> dict[str
             "narrowest_ratio": float(narrow["floor_ratio"]), "widest_ratio": float(wide["floor_ratio"]),
             "stat_factor": float(wide["trained_delta_cdf"] / narrow["trained_delta_cdf"]),
             "null_factor": float(wide["floor_median"] / narrow["floor_median"]),
-            "sqrt_factor": float(np.sqrt(narrow["n_weights"] / wide["n_weights"]))}
+            "sqrt_factor": float(np.sqrt(narrow["n_weights"] / wide["n_weights"])),
+            "direction": "rises" if wide["floor_ratio"] > narrow["floor_ratio"] else "falls"}
