@@ -10,6 +10,7 @@ import pytest
 
 from synaptic_geometry.experiments import deep_analysis as da
 from synaptic_geometry.experiments import finetune as ft
+from synaptic_geometry.infra.sweep import SweepResult
 from conftest import kill_when
 
 PROTOCOLS = {"published": {"lr_rule": "lowest_loss"}, "small-change": {"lr_rule": "smallest_reaching_100"}}
@@ -41,6 +42,57 @@ def test_plan_pairs_protocols_on_the_same_pretraining_and_seeds():
     with pytest.raises(ValueError, match="matches no protocol"):
         da.protocol_of({**runs[0], "lr_rule": "other"}, PROTOCOLS)
 
+
+
+def test_finetuning_images_sets_n_for_the_named_network_only():
+    plain = da.chapter_plan(["mlp-tiny", "rnn-tiny"], ["2-norm"], [0], PRETRAINING, PROTOCOLS,
+                            dataset="digits-embedded", pretraining_default="mlp-tiny", **OPTIONS)
+    sized = da.chapter_plan(["mlp-tiny", "rnn-tiny"], ["2-norm"], [0], PRETRAINING, PROTOCOLS,
+                            dataset="digits-embedded", pretraining_default="mlp-tiny",
+                            finetuning_images={"rnn-tiny": 40}, **OPTIONS)
+    assert [r["arch"] for r in sized] == ["mlp-tiny", "rnn-tiny"] * 2  # protocol-major, then architecture
+    assert [r["n_samples"] for r in sized] == [None, 40, None, 40]
+    # the other network's runs are unchanged, so their stored results keep their keys
+    assert [r for r in sized if r["arch"] == "mlp-tiny"] == [r for r in plain if r["arch"] == "mlp-tiny"]
+    with pytest.raises(ValueError, match="not planned"):
+        da.chapter_plan(["mlp-tiny"], ["2-norm"], [0], PRETRAINING, PROTOCOLS, finetuning_images={"mlp": 10})
+
+
+def profile_settings(**changes):
+    settings = dict(architectures=["mlp-tiny"], dataset="digits-embedded", data_root=None,
+                    pretraining={**PRETRAINING, "mlp": {"epochs": 1, "lr": 0.1}},
+                    potentials=["2-norm"], seeds=[0], protocols=PROTOCOLS, widths=["mlp-32"], width_seeds=[0],
+                    lr_grid=[0.01, 0.5], epochs=2, extra_epochs=2, max_extensions=0, batch_size=32,
+                    finetuning_images={})
+    return {**settings, **changes}
+
+
+def test_profile_runs_checks_the_finetuning_pool_before_any_training():
+    # digits-embedded's pool holds 20% of 1797 images; mlp-32 on 8x8 digits has D = 64*32 + 32*32 + 32*10
+    main, widths = da.profile_runs(profile_settings())
+    assert [r["arch"] for r in main] == ["mlp-tiny", "mlp-tiny"] and [r["arch"] for r in widths] == ["mlp-32"]
+    assert da.finetuning_shortfalls(main + widths) == []
+    pool = len(ft.protocol_data("digits-embedded")[1])
+    too_many = profile_settings(finetuning_images={"mlp-tiny": pool + 1})
+    with pytest.raises(ValueError, match=rf"(?s)too few finetuning images.*mlp-tiny: N = {pool + 1}.*holds {pool}"):
+        da.profile_runs(too_many)
+    (line,) = da.finetuning_shortfalls(da.chapter_plan(["mlp-tiny"], ["2-norm"], [0], PRETRAINING,
+                                                       {"published": PROTOCOLS["published"]},
+                                                       dataset="digits-embedded", n_samples=pool + 5, **OPTIONS))
+    assert line.startswith(f"mlp-tiny: N = {pool + 5} ")
+    assert da.profile_runs(profile_settings(finetuning_images={"mlp-tiny": pool}))[0][0]["n_samples"] == pool
+    with pytest.raises(ValueError, match="does not run"):
+        da.profile_runs(profile_settings(finetuning_images={"rnn-tiny": 10}))
+
+
+def test_check_finished_names_the_failed_jobs():
+    da.check_finished([SweepResult("units", 3, n_computed=3)])
+    failed = SweepResult("units", 12, failures=[{"label": f"arch=rnn seed={i}", "error": "ValueError: pool"}
+                                                for i in range(12)])
+    with pytest.raises(RuntimeError, match=r"12 job\(s\) failed") as error:
+        da.check_finished([SweepResult("pretrain", 1, n_cached=1), failed])
+    assert "units: arch=rnn seed=0: ValueError: pool" in str(error.value)
+    assert "arch=rnn seed=11" not in str(error.value) and "and 2 more" in str(error.value)
 
 def synthetic_scores():
     """Two runs, two statistics: under 'raw' the first run is missed, under 'corrected' both are found."""

@@ -15,6 +15,7 @@ chapter makes (:func:`chapter_plan`) and turns stored runs into the chapter's ta
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -39,14 +40,21 @@ VERDICTS = ("holds", "partly", "fails")
 
 def chapter_plan(architectures: Sequence[str], potentials: Sequence[str], seeds: Iterable[int],
                  pretraining: Mapping[str, Mapping], protocols: Mapping[str, Mapping], dataset: str = "mnist-embedded",
-                 data_root: str | None = None, pretraining_default: str = "mlp", **run_options) -> list[dict]:
+                 data_root: str | None = None, pretraining_default: str = "mlp",
+                 finetuning_images: Mapping[str, int] | None = None, **run_options) -> list[dict]:
     """Run parameters of every (protocol, architecture, potential, seed), protocol-major.
 
     ``pretraining`` maps an architecture to keyword arguments of :func:`finetune.pretrain_params`;
     an architecture without an entry (the width sweep's perceptrons) uses ``pretraining_default``'s.
     ``protocols`` maps a protocol name to the run options that define it (e.g. ``lr_rule``); the
     other ``run_options`` are shared. Every protocol uses the same pretrained networks and seeds.
+    ``finetuning_images`` maps an architecture to its number of finetuning images N where that is
+    not floor(sqrt(D)); the other architectures keep floor(sqrt(D)) and their keys.
     """
+    finetuning_images = dict(finetuning_images or {})
+    stray = set(finetuning_images) - set(architectures)
+    if stray:
+        raise ValueError(f"finetuning_images names architectures that are not planned: {sorted(stray)}")
     if not protocols:
         raise ValueError("protocols must name at least one protocol, e.g. {'small-change': "
                          "{'lr_rule': 'smallest_reaching_100'}}")
@@ -63,8 +71,39 @@ def chapter_plan(architectures: Sequence[str], potentials: Sequence[str], seeds:
             if settings is None:
                 raise ValueError(f"no pretraining settings for {arch!r} (nor for {pretraining_default!r})")
             pre[arch] = ft.pretrain_params(arch, dataset, data_root=data_root, **settings)
-        runs += ft.plan(architectures, potentials, seeds, pre, **{**run_options, **options})
+        for arch in architectures:
+            sized = {"n_samples": finetuning_images[arch]} if arch in finetuning_images else {}
+            runs += ft.plan([arch], potentials, seeds, pre, **{**run_options, **options, **sized})
     return runs
+
+
+def finetuning_shortfalls(runs: Sequence[Mapping]) -> list[str]:
+    """Runs' architectures whose N (floor(sqrt(D)) or the run's ``n_samples``) exceeds the images
+    of their finetuning pool, one line each; ImageNet networks (read from a folder) are not checked."""
+    pools, dims, lines = {}, {}, {}
+    for params in runs:
+        pre, arch = params["pretraining"], params["arch"]
+        if models.is_torchvision(arch):
+            continue
+        source = (pre["dataset"], pre["data_root"], pre["pixels"])
+        if source not in pools:
+            pools[source] = ft.protocol_data(*source)[1]
+        pool = pools[source]
+        if (arch, source) not in dims:
+            dims[arch, source] = models.n_analysed(models.build(arch, pool.shape, pool.n_classes))
+        dim = dims[arch, source]
+        n = params["n_samples"] or math.floor(math.sqrt(dim))
+        if n > len(pool):
+            lines[arch, n] = f"{arch}: N = {n} finetuning images (D = {dim}), but the pool of {pre['dataset']!r} holds {len(pool)}"
+    return list(lines.values())
+
+
+def check_finished(sweeps: Iterable[SweepResult]) -> None:
+    """Raise if any job of the sweeps failed, naming each failure (the chapter's tables need every run)."""
+    failures = [f"{s.name}: {f['label']}: {f['error']}" for s in sweeps for f in s.failures]
+    if failures:
+        shown = "\n  ".join(failures[:10]) + (f"\n  ... and {len(failures) - 10} more" if len(failures) > 10 else "")
+        raise RuntimeError(f"{len(failures)} job(s) failed; the chapter needs every run:\n  {shown}")
 
 
 def protocol_of(params: Mapping, protocols: Mapping[str, Mapping]) -> str:
@@ -239,15 +278,25 @@ def profile_runs(settings: Mapping) -> tuple[list[dict], list[dict]]:
     protocol (the protocol named ``small-change``, else the last one) and ``width_seeds``."""
     shared = {k: settings[k] for k in ("lr_grid", "epochs", "extra_epochs", "max_extensions", "batch_size")}
     common = dict(pretraining=settings["pretraining"], dataset=settings["dataset"], data_root=settings.get("data_root"))
-    main = chapter_plan([a for a in settings["architectures"] if not models.is_torchvision(a)],
-                        settings["potentials"], settings["seeds"], protocols=settings["protocols"], **common, **shared)
+    main_archs = [a for a in settings["architectures"] if not models.is_torchvision(a)]
+    images = dict(settings.get("finetuning_images") or {})
+    main = chapter_plan(main_archs, settings["potentials"], settings["seeds"], protocols=settings["protocols"],
+                        finetuning_images={a: n for a, n in images.items() if a in main_archs}, **common, **shared)
     widths = list(settings.get("widths") or [])
-    if not widths:
-        return main, []
-    protocols = settings["protocols"]
-    name = "small-change" if "small-change" in protocols else list(protocols)[-1]
-    sweep = chapter_plan(widths, settings["potentials"], settings["width_seeds"], protocols={name: protocols[name]},
-                         **common, **shared)
+    sweep = []
+    if widths:
+        protocols = settings["protocols"]
+        name = "small-change" if "small-change" in protocols else list(protocols)[-1]
+        sweep = chapter_plan(widths, settings["potentials"], settings["width_seeds"],
+                             protocols={name: protocols[name]},
+                             finetuning_images={a: n for a, n in images.items() if a in widths}, **common, **shared)
+    stray = set(images) - set(main_archs) - set(widths)
+    if stray:
+        raise ValueError(f"finetuning_images names networks the profile does not run: {sorted(stray)}")
+    short = finetuning_shortfalls(main + sweep)
+    if short:
+        raise ValueError("too few finetuning images (set finetuning_images, or use a larger pool):\n  "
+                         + "\n  ".join(short))
     return main, sweep
 
 
