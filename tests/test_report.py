@@ -30,6 +30,9 @@ from synaptic_geometry.book.build import load_profile
         (0.0, 3, "0"),
         ("2-norm", 3, "2-norm"),
         ([0.5, 2], 2, "0.50, 2"),
+        ({"rnn-1000": 1000}, 3, "rnn-1000: 1000"),
+        ({}, 3, "–"),
+        ([], 3, "–"),
     ],
 )
 def test_format_value(value, digits, text):

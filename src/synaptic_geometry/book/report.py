@@ -62,7 +62,8 @@ def format_value(value: object, digits: int = 3, exact: bool = False) -> str:
     str
         Integers in full; other numbers to ``digits`` significant digits, in scientific
         notation (``1.2e-06``) below 1e-3 or from 1e6 in magnitude; booleans as "yes"/"no";
-        None and NaN as an en dash; sequences as comma-separated values.
+        None, NaN and empty sequences or mappings as an en dash; sequences as comma-separated
+        values; mappings as ``key: value`` pairs.
     """
     if digits < 1:
         raise ValueError(f"digits must be >= 1, got {digits}")
@@ -89,6 +90,8 @@ def format_value(value: object, digits: int = 3, exact: bool = False) -> str:
         return f"{x:#.{digits}g}".rstrip(".") if abs(x) < 10 ** digits else f"{x:.0f}"
     if isinstance(value, str):
         return value
+    if isinstance(value, (Mapping, Sequence, np.ndarray)) and len(value) == 0:
+        return MISSING
     if isinstance(value, Mapping):
         return "; ".join(f"{key}: {format_value(item, digits, exact)}" for key, item in value.items())
     if isinstance(value, (Sequence, np.ndarray)):
