@@ -23,7 +23,6 @@ Run:  .venv/bin/python benchmarks/bench_paper_scale.py [--steps 4]
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import time
@@ -97,7 +96,7 @@ def deep_networks(steps: int) -> tuple[float, float]:
         runs = [r for r in main + widths if r["arch"] == arch]
         net = models.build(arch)
         dim = models.n_analysed(net)
-        n = runs[0]["n_samples"] or math.isqrt(dim)
+        n = ft.finetuning_count(runs[0]["n_samples"], dim)
         pre = runs[0]["pretraining"]
         finetune_cost = seconds_per_image(supervised_step(net), min(paper["batch_size"], n), steps)
         pretrain_cost = seconds_per_image(supervised_step(models.build(arch)), pre["batch_size"], steps)
@@ -126,10 +125,10 @@ def paper_architectures(steps: int) -> tuple[float, float]:
           f"{'low CPU-h':>10}{'worst CPU-h':>12}")
     for arch in paper["architectures"]:
         settings = paper["pretraining"][arch]
-        pre = ft.pretrain_params(arch, paper["dataset"], **{k: v for k, v in settings.items()})
+        pre = ft.pretrain_params(arch, paper["dataset"], **settings)
         net = models.build(arch)
         dim = models.n_analysed(net)
-        n = math.isqrt(dim)
+        n = ft.finetuning_count(None, dim)
         finetune_cost = seconds_per_image(supervised_step(net), min(paper["batch_size"], n), steps)
         pretrain_cost = seconds_per_image(supervised_step(models.build(arch)), pre["batch_size"], steps)
         pretrain = pretrain_cost * PRETRAIN_IMAGES * pre["epochs"]  # the cap; a loss plateau may stop it earlier
@@ -142,7 +141,7 @@ def paper_architectures(steps: int) -> tuple[float, float]:
     ssl = paper["simsiam_pretraining"]
     net = simsiam.build(ssl["backbone"], width=ssl["width"])
     dim = simsiam.n_analysed(net)
-    n = math.isqrt(dim)
+    n = ft.finetuning_count(None, dim)
     finetune_cost = seconds_per_image(simsiam_step(net), min(paper["simsiam_batch_size"], n), steps)
     pretrain_cost = seconds_per_image(simsiam_step(simsiam.build(ssl["backbone"], width=ssl["width"])),
                                       ssl["batch_size"], steps)

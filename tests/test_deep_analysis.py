@@ -58,6 +58,11 @@ def test_finetuning_images_sets_n_for_the_named_network_only():
         da.chapter_plan(["mlp-tiny"], ["2-norm"], [0], PRETRAINING, PROTOCOLS, finetuning_images={"mlp": 10})
 
 
+
+def test_finetuning_count_is_the_set_number_or_the_square_root_rounded_down():
+    assert ft.finetuning_count(None, 1_028_000) == 1013 and ft.finetuning_count(1000, 1_028_000) == 1000
+    assert ft.finetuning_count(None, 1013 ** 2 - 1) == 1012 and ft.finetuning_count(None, 1013 ** 2) == 1013
+
 def profile_settings(**changes):
     settings = dict(architectures=["mlp-tiny"], dataset="digits-embedded", data_root=None,
                     pretraining={**PRETRAINING, "mlp": {"epochs": 1, "lr": 0.1}},

@@ -15,7 +15,6 @@ chapter makes (:func:`chapter_plan`) and turns stored runs into the chapter's ta
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -92,7 +91,7 @@ def finetuning_shortfalls(runs: Sequence[Mapping]) -> list[str]:
         if (arch, source) not in dims:
             dims[arch, source] = models.n_analysed(models.build(arch, pool.shape, pool.n_classes))
         dim = dims[arch, source]
-        n = params["n_samples"] or math.floor(math.sqrt(dim))
+        n = ft.finetuning_count(params["n_samples"], dim)
         if n > len(pool):
             lines[arch, n] = f"{arch}: N = {n} finetuning images (D = {dim}), but the pool of {pre['dataset']!r} holds {len(pool)}"
     return list(lines.values())

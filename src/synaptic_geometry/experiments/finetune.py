@@ -463,6 +463,11 @@ def unit_params(params: dict, lr: float, epochs: int) -> dict:
     return {**{k: params[k] for k in UNIT_KEYS}, **stop, "lr": float(lr), "epochs": int(epochs)}
 
 
+def finetuning_count(n_samples: int | None, dim: int) -> int:
+    """N, the number of finetuning images: ``n_samples`` when set, else floor(sqrt(D))."""
+    return int(n_samples) if n_samples else math.isqrt(int(dim))
+
+
 def _starting_point(params: dict, device: str) -> tuple[nn.Module, data_mod.ImageData, int, int]:
     """The pretrained network (nudged if the policy says so), the run's N images, D and N."""
     pretrained = pretrained_model(params["pretraining"], device=device)
@@ -470,7 +475,7 @@ def _starting_point(params: dict, device: str) -> tuple[nn.Module, data_mod.Imag
     if params["zero_policy"] == "nudge":
         nudge_zeros(pretrained, child_seed(seed, "nudge"))
     dim = models.n_analysed(pretrained)
-    n = params["n_samples"] or math.floor(math.sqrt(dim))
+    n = finetuning_count(params["n_samples"], dim)
     return pretrained, finetuning_images(params["pretraining"], n, child_seed(seed, "subset")), dim, n
 
 
