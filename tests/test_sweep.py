@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -24,7 +26,7 @@ from synaptic_geometry.infra.store import experiment
 def job(i, fail=False):
     markers = Path(os.environ["SWEEP_MARKERS"])
     markers.mkdir(parents=True, exist_ok=True)
-    (markers / f"{i}-{uuid.uuid4().hex}").write_text("started")
+    (markers / f"{i}-{uuid.uuid4().hex}").write_text(str(os.getpid()))
     if fail:
         raise RuntimeError(f"job {i} failed on purpose")
     time.sleep(float(os.environ.get("SWEEP_SLEEP", "0")) if i > 0 else 0.0)
@@ -96,6 +98,51 @@ def test_local_processes(job_env):
 
     data = np.load(sweepjobs.job.path(**jobs[2], root=job_env / "store"), allow_pickle=False)
     assert int(data["value"]) == 4
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's bookkeeping is left
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc (Linux)")
+def test_local_workers_end_with_the_sweep_process(job_env):
+    """Killing the process that runs a local sweep (and only it) ends its workers: the jobs they
+    were running stop, and no queued job starts."""
+    jobs = [{"i": i} for i in range(1, 7)]
+    root = job_env / "store"
+    script = textwrap.dedent(f"""
+        from synaptic_geometry.infra import sweep
+        if __name__ == "__main__":
+            sweep.run_sweep("sweepjobs:job", {jobs!r}, root={str(root)!r}, executor="local", workers=2,
+                            progress=False)
+    """)
+    (job_env / "sweep_main.py").write_text(script)
+    env = {**os.environ, "SWEEP_SLEEP": "60"}
+    proc = subprocess.Popen([sys.executable, str(job_env / "sweep_main.py")], env=env, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while sum(starts(job_env, job["i"]) for job in jobs) < 2:
+            assert proc.poll() is None and time.time() < deadline, "the two workers did not start their jobs"
+            time.sleep(0.05)
+        workers = {int(marker.read_text()) for marker in (job_env / "markers").iterdir()}
+        assert len(workers) == 2 and proc.pid not in workers
+        proc.kill()  # the sweep's process only, not its group
+        proc.wait()
+        deadline = time.time() + 10 * sweep.PARENT_POLL_SECONDS + 5
+        while any(_running(pid) for pid in workers) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not any(_running(pid) for pid in workers), "a worker outlived the sweep's process"
+        assert sum(starts(job_env, job["i"]) for job in jobs) == 2  # no queued job started
+        assert not any(sweep.is_done("sweepjobs:job", job, root) for job in jobs)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group, on failure
+        except ProcessLookupError:
+            pass
 
 
 def test_submitit_local_executor(job_env):

@@ -21,6 +21,7 @@ import importlib
 import json
 import multiprocessing
 import os
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ from tqdm import tqdm
 from synaptic_geometry.infra import store
 
 EXECUTORS = ("serial", "local", "submitit")
+PARENT_POLL_SECONDS = 1.0  # how often a local worker checks that the sweep's process is still there
 SUBMITIT_ENV = "SYNAPTIC_GEOMETRY_SUBMITIT"  # JSON submitit parameters for every array (see submitit_options_from_env)
 Experiment = Callable[..., store.StoredResult]
 
@@ -148,7 +150,8 @@ def run_sweep(fn: Experiment | str, jobs: Sequence[dict], root: str | Path | Non
             record(params, run_job(fn, params, root_str, threads, version))
     elif executor == "local":
         context = multiprocessing.get_context("spawn")  # fork after torch threads start can deadlock
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_exit_with_parent,
+                                    initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(run_job, fn, params, root_str, threads, version): params for params in todo}
             for future in cf.as_completed(futures):
                 try:
@@ -164,6 +167,21 @@ def run_sweep(fn: Experiment | str, jobs: Sequence[dict], root: str | Path | Non
     if result.failures:
         _write_failures(name, root, result.failures)
     return result
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker as soon as the process that started it (``parent``) is gone.
+
+    Without it, a sweep whose process is killed (say, a notebook kernel whose build was stopped)
+    leaves its workers running the jobs already queued to them, sharing the machine with whatever
+    runs next. The job a worker was in the middle of is lost, and stored results stay valid (the
+    store writes atomically)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def submitit_options_from_env() -> dict:
