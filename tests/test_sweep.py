@@ -100,6 +100,13 @@ def test_local_processes(job_env):
     assert int(data["value"]) == 4
 
 
+def _marker_pids(tmp_path: Path) -> set[int]:
+    """Process ids written in the job markers so far."""
+    folder = tmp_path / "markers"
+    texts = [marker.read_text() for marker in folder.iterdir()] if folder.exists() else []
+    return {int(text) for text in texts if text}
+
+
 def _running(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -125,10 +132,9 @@ def test_local_workers_end_with_the_sweep_process(job_env):
     proc = subprocess.Popen([sys.executable, str(job_env / "sweep_main.py")], env=env, start_new_session=True)
     try:
         deadline = time.time() + 120
-        while sum(starts(job_env, job["i"]) for job in jobs) < 2:
+        while len(workers := _marker_pids(job_env)) < 2:  # a marker may be read before its pid is written
             assert proc.poll() is None and time.time() < deadline, "the two workers did not start their jobs"
             time.sleep(0.05)
-        workers = {int(marker.read_text()) for marker in (job_env / "markers").iterdir()}
         assert len(workers) == 2 and proc.pid not in workers
         proc.kill()  # the sweep's process only, not its group
         proc.wait()
