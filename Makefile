@@ -18,8 +18,8 @@ book: $(INSTALLED) $(MATHJAX)
 html: $(INSTALLED) $(MATHJAX)
 	$(PY) -m synaptic_geometry.book.build html
 
-test: $(INSTALLED) $(MATHJAX) chromium
-	$(PY) -m pytest -ra
+test: $(INSTALLED) $(MATHJAX) chromium  # two test processes: the 2-core machine the book targets
+	$(PY) -m pytest -ra -n 2
 
 benchmarks: $(INSTALLED)
 	for script in benchmarks/bench_*.py; do $(PY) $$script || exit 1; done
