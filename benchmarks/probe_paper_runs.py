@@ -20,15 +20,13 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 from synaptic_geometry.book.build import load_profile
 from synaptic_geometry.experiments import deep_analysis as da
 from synaptic_geometry.experiments import finetune as ft
 from synaptic_geometry.experiments import paper_architectures as pa
 from synaptic_geometry.experiments import simsiam
-
-SIMSIAM = "simsiam"
+from synaptic_geometry.experiments.paper_architectures import SIMSIAM
+from synaptic_geometry.infra.store import load_arrays
 
 
 def slice_runs(arch: str, seeds: list[int], potentials: list[str], profile: str) -> list[dict]:
@@ -55,11 +53,10 @@ def trainings(root: Path, arch: str, seeds: list[int], potentials: list[str]) ->
         if (arch != SIMSIAM and params["arch"] != arch) or params["seed"] not in seeds \
                 or params["potential"] not in potentials:
             continue
-        with np.load(meta.with_suffix(".npz"), allow_pickle=False) as arrays:
-            reached = float(arrays["gap_closed" if arch == SIMSIAM else "accuracy"])
-            loss = float(arrays["loss"])
-        rows.append({"potential": params["potential"], "seed": params["seed"],
-                     "lr": params["lr"], "epochs": params["epochs"], "loss": loss, "reached": reached,
+        arrays = load_arrays(meta.with_suffix(".npz"))
+        rows.append({"potential": params["potential"], "seed": params["seed"], "lr": params["lr"],
+                     "epochs": params["epochs"], "loss": float(arrays["loss"]),
+                     "reached": float(arrays["gap_closed" if arch == SIMSIAM else "accuracy"]),
                      "seconds": record["elapsed_seconds"]})
     return sorted(rows, key=lambda row: (row["potential"], row["seed"], row["epochs"], row["lr"]))
 
